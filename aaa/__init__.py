@@ -1,0 +1,1 @@
+"""AAA back ends for lns."""

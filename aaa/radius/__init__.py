@@ -1,0 +1,1 @@
+"""RADIUS client, accounting and dynamic authorization (lands with the RADIUS issue)."""

@@ -1,0 +1,1 @@
+"""Thin Twisted adapters around the I/O-free cores."""
