@@ -1,0 +1,137 @@
+"""RFC 2661 sections 3.2 and 4.1: control message bodies, a sequence of AVPs.
+
+    M H rsvd Length(10) | Vendor ID | Attribute Type | Attribute Value ...
+
+The first AVP is always the Message Type. A Random Vector AVP precedes the
+hidden AVPs it covers (section 4.3); decoding consumes it, encoding inserts a
+fresh one before the first hidden AVP.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lns.l2tp import hidden as hiding
+from lns.l2tp.avp import (
+    AttributeType,
+    Avp,
+    AvpValue,
+    MessageType,
+    decode_value,
+    encode_value,
+    spec_for,
+)
+from lns.l2tp.wire import MalformedPacket, Reader, u16
+
+M_BIT = 0x8000
+H_BIT = 0x4000
+LENGTH_MASK = 0x03FF
+AVP_HEADER_LENGTH = 6
+MAX_AVP_LENGTH = LENGTH_MASK
+RANDOM_VECTOR_LENGTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMessage:
+    """A decoded control message. ``message_type`` is an int when the type is unknown."""
+
+    message_type: MessageType | int
+    avps: tuple[Avp, ...] = ()
+
+    def get(self, attribute: AttributeType) -> AvpValue:
+        """The value of the first IETF AVP of this attribute, or None when absent."""
+        for avp in self.avps:
+            if avp.attribute == attribute and avp.vendor == 0:
+                return avp.value
+        return None
+
+    def has(self, attribute: AttributeType) -> bool:
+        return any(avp.attribute == attribute and avp.vendor == 0 for avp in self.avps)
+
+    def unknown_mandatory(self) -> tuple[Avp, ...]:
+        """AVPs with the M bit set that we do not understand (RFC 2661 section 4.1)."""
+        return tuple(
+            avp
+            for avp in self.avps
+            if avp.mandatory and spec_for(avp.vendor, avp.attribute) is None
+        )
+
+
+def decode_message(payload: bytes, secret: bytes | None = None) -> ControlMessage:
+    """Decode the AVPs of a control message; ``secret`` unhides hidden AVPs."""
+    reader = Reader(payload)
+    avps: list[Avp] = []
+    vector: bytes | None = None
+    message_type: int | None = None
+    while reader.remaining:
+        bits = reader.u16("AVP header")
+        length = bits & LENGTH_MASK
+        if length < AVP_HEADER_LENGTH:
+            raise MalformedPacket(f"AVP length {length} is below the minimum of 6")
+        if length - 2 > reader.remaining:
+            raise MalformedPacket(f"AVP length {length} runs past the end of the message")
+        vendor = reader.u16("AVP vendor")
+        attribute = reader.u16("AVP attribute")
+        raw = reader.take(length - AVP_HEADER_LENGTH, "AVP value")
+        mandatory = bool(bits & M_BIT)
+        is_hidden = bool(bits & H_BIT)
+        if message_type is None:
+            if vendor != 0 or attribute != AttributeType.MESSAGE_TYPE or is_hidden:
+                raise MalformedPacket("the first AVP is not a plain Message Type")
+            value = decode_value(0, AttributeType.MESSAGE_TYPE, raw)
+            assert isinstance(value, int)
+            message_type = value
+            continue
+        if is_hidden:
+            if vector is None:
+                raise MalformedPacket(f"hidden AVP {attribute} without a preceding Random Vector")
+            if secret is None:
+                raise MalformedPacket(f"hidden AVP {attribute} but the tunnel has no secret")
+            raw = hiding.unhide(attribute, raw, secret, vector)
+        if vendor == 0 and attribute == AttributeType.RANDOM_VECTOR:
+            random_vector = decode_value(0, attribute, raw)
+            assert isinstance(random_vector, bytes)
+            vector = random_vector
+            continue
+        avps.append(Avp(attribute, decode_value(vendor, attribute, raw), mandatory, is_hidden, vendor))
+    if message_type is None:
+        raise MalformedPacket("control message without AVPs")
+    known: MessageType | int = (
+        MessageType(message_type) if message_type in MessageType._value2member_map_ else message_type
+    )
+    return ControlMessage(known, tuple(avps))
+
+
+def _avp_bytes(bits: int, vendor: int, attribute: int, value: bytes) -> bytes:
+    length = AVP_HEADER_LENGTH + len(value)
+    if length > MAX_AVP_LENGTH:
+        raise ValueError(f"AVP {vendor}:{attribute} is {length} bytes, the maximum is 1023")
+    return u16(bits | length) + u16(vendor) + u16(attribute) + value
+
+
+def encode_message(
+    message: ControlMessage,
+    secret: bytes | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> bytes:
+    """Encode a control message body; AVPs marked hidden are hidden with ``secret``."""
+    parts = [_avp_bytes(M_BIT, 0, AttributeType.MESSAGE_TYPE, u16(int(message.message_type)))]
+    vector: bytes | None = None
+    for avp in message.avps:
+        value = encode_value(avp)
+        bits = M_BIT if avp.mandatory else 0
+        if avp.hidden:
+            spec = spec_for(avp.vendor, avp.attribute)
+            if spec is not None and not spec.may_hide:
+                raise ValueError(f"{spec.attribute.name} must not be hidden (RFC 2661 section 4.4)")
+            if secret is None:
+                raise ValueError("hiding an AVP needs the tunnel secret")
+            if vector is None:
+                vector = random_bytes(RANDOM_VECTOR_LENGTH)
+                parts.append(_avp_bytes(M_BIT, 0, AttributeType.RANDOM_VECTOR, vector))
+            value = hiding.hide(avp.attribute, value, secret, vector)
+            bits |= H_BIT
+        parts.append(_avp_bytes(bits, avp.vendor, avp.attribute, value))
+    return b"".join(parts)
