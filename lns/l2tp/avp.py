@@ -232,9 +232,7 @@ OCTETS = ValueKind("octets", bytes, bytes, bytes)
 NONEMPTY_OCTETS = ValueKind("octets", bytes, bytes, bytes, min_length=1)
 TEXT = ValueKind("text", str, _text_decode, _text_encode)
 EMPTY = ValueKind("empty", type(None), lambda raw: None, lambda value: b"", length=0)
-RESULT_CODE = ValueKind(
-    "result-code", ResultCode, _result_decode, _result_encode, min_length=2
-)
+RESULT_CODE = ValueKind("result-code", ResultCode, _result_decode, _result_encode, min_length=2)
 Q931 = ValueKind("q931-cause", Q931Cause, _q931_decode, _q931_encode, min_length=3)
 CALL_ERRORS = ValueKind(
     "call-errors", CallErrors, _call_errors_decode, _call_errors_encode, length=26

@@ -96,7 +96,8 @@ def decode_packet(data: bytes) -> ControlPacket | DataPacket:
             raise MalformedPacket(f"header: Offset Size {offset} is past the end")
     payload = data[pos:end]
     if is_control:
-        assert ns is not None and nr is not None
+        assert ns is not None  # the S bit is checked above
+        assert nr is not None
         return ControlPacket(tunnel_id, session_id, ns, nr, payload)
     return DataPacket(tunnel_id, session_id, payload, ns, nr, bool(flags & P_BIT))
 

@@ -16,7 +16,9 @@ from lns.l2tp.wire import MalformedPacket, u16
 _BLOCK = 16
 
 
-def _keystream_xor(attribute: int, secret: bytes, vector: bytes, data: bytes, hiding: bool) -> bytes:
+def _keystream_xor(
+    attribute: int, secret: bytes, vector: bytes, data: bytes, hiding: bool
+) -> bytes:
     out = bytearray()
     digest = hashlib.md5(u16(attribute) + secret + vector).digest()
     for start in range(0, len(data), _BLOCK):

@@ -95,11 +95,15 @@ def decode_message(payload: bytes, secret: bytes | None = None) -> ControlMessag
             assert isinstance(random_vector, bytes)
             vector = random_vector
             continue
-        avps.append(Avp(attribute, decode_value(vendor, attribute, raw), mandatory, is_hidden, vendor))
+        avps.append(
+            Avp(attribute, decode_value(vendor, attribute, raw), mandatory, is_hidden, vendor)
+        )
     if message_type is None:
         raise MalformedPacket("control message without AVPs")
     known: MessageType | int = (
-        MessageType(message_type) if message_type in MessageType._value2member_map_ else message_type
+        MessageType(message_type)
+        if message_type in MessageType._value2member_map_
+        else message_type
     )
     return ControlMessage(known, tuple(avps))
 
