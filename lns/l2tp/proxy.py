@@ -1,0 +1,79 @@
+"""RFC 2661 section 4.4.5: the proxy LCP and proxy authentication AVPs of an ICCN.
+
+A LAC that already ran LCP and authentication with the device passes them
+on, so the LNS can adopt them instead of negotiating again (the PPP layer
+decides whether it does).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from lns.l2tp.avp import AttributeType
+from lns.l2tp.message import ControlMessage
+
+
+class ProxyAuthenType(enum.IntEnum):
+    """Proxy Authen Type AVP values (RFC 2661 section 4.4.5)."""
+
+    RESERVED = 0
+    TEXTUAL = 1
+    CHAP = 2
+    PAP = 3
+    NONE = 4
+    MSCHAP_V1 = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyLcp:
+    """LCP Configure-Request options (no LCP header) the LAC exchanged with the device."""
+
+    initial_received: bytes | None
+    last_sent: bytes | None
+    last_received: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyAuth:
+    """The device's PAP or CHAP exchange as the LAC saw it."""
+
+    authen_type: ProxyAuthenType | int
+    name: bytes
+    challenge: bytes
+    chap_id: int | None
+    response: bytes
+
+
+def _octets(message: ControlMessage, attribute: AttributeType) -> bytes | None:
+    value = message.get(attribute)
+    return value if isinstance(value, bytes) else None
+
+
+def proxy_lcp_from(message: ControlMessage) -> ProxyLcp | None:
+    """The proxy LCP AVPs (26-28) of an ICCN, or None when the LAC sent none."""
+    lcp = ProxyLcp(
+        _octets(message, AttributeType.INITIAL_RECEIVED_LCP_CONFREQ),
+        _octets(message, AttributeType.LAST_SENT_LCP_CONFREQ),
+        _octets(message, AttributeType.LAST_RECEIVED_LCP_CONFREQ),
+    )
+    if lcp.initial_received is None and lcp.last_sent is None and lcp.last_received is None:
+        return None
+    return lcp
+
+
+def proxy_auth_from(message: ControlMessage) -> ProxyAuth | None:
+    """The proxy authentication AVPs (29-33) of an ICCN, or None without a Proxy Authen Type."""
+    authen_type = message.get(AttributeType.PROXY_AUTHEN_TYPE)
+    if not isinstance(authen_type, int):
+        return None
+    chap_id = message.get(AttributeType.PROXY_AUTHEN_ID)
+    known = ProxyAuthenType._value2member_map_.get(authen_type)
+    return ProxyAuth(
+        authen_type=ProxyAuthenType(authen_type) if known is not None else authen_type,
+        name=_octets(message, AttributeType.PROXY_AUTHEN_NAME) or b"",
+        challenge=_octets(message, AttributeType.PROXY_AUTHEN_CHALLENGE) or b"",
+        # The ID travels in two octets with the CHAP identifier in the low one.
+        chap_id=chap_id & 0xFF if isinstance(chap_id, int) else None,
+        response=_octets(message, AttributeType.PROXY_AUTHEN_RESPONSE) or b"",
+    )
