@@ -14,6 +14,9 @@ import hashlib
 from lns.l2tp.wire import MalformedPacket, u16
 
 _BLOCK = 16
+# An AVP's 10-bit Length covers its 6-octet header (section 4.1), so at most 1017
+# octets of hidden subformat fit in one AVP.
+_MAX_SUBFORMAT = 0x03FF - 6
 
 
 def _keystream_xor(
@@ -34,11 +37,13 @@ def hide(attribute: int, value: bytes, secret: bytes, vector: bytes, padding: by
     """Hide ``value`` of AVP ``attribute``; padding (random, chosen by the caller) masks its length.
 
     When ``padding`` is empty the subformat is padded with zero octets to a
-    whole number of 16-octet blocks.
+    whole number of 16-octet blocks, but never past what one AVP can carry:
+    padding is optional, so a value that fits unpadded must still be sendable.
     """
     plain = u16(len(value)) + value + padding
     if not padding and len(plain) % _BLOCK:
-        plain += bytes(_BLOCK - len(plain) % _BLOCK)
+        room = max(0, _MAX_SUBFORMAT - len(plain))
+        plain += bytes(min(_BLOCK - len(plain) % _BLOCK, room))
     return _keystream_xor(attribute, secret, vector, plain, hiding=True)
 
 

@@ -85,6 +85,11 @@ def decode_message(payload: bytes, secret: bytes | None = None) -> ControlMessag
             message_type = value
             continue
         if is_hidden:
+            spec = spec_for(vendor, attribute)
+            if spec is not None and not spec.may_hide:
+                # A MUST NOT of section 4.4; accepting it would also yield a message
+                # that encode_message refuses to send back.
+                raise MalformedPacket(f"{spec.attribute.name} must not be hidden")
             if vector is None:
                 raise MalformedPacket(f"hidden AVP {attribute} without a preceding Random Vector")
             if secret is None:

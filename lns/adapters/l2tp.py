@@ -1,0 +1,270 @@
+"""The Twisted service around :class:`lns.l2tp.endpoint.LnsEndpoint`.
+
+Feeds it datagrams and reactor time, sends what it returns, keeps one timer
+at its next deadline, logs one line per tunnel and session event, and hands
+calls and PPP frames to the layer above through :class:`CallHandler`.
+On stop it sends StopCCN to every LAC and waits (bounded) for the acks
+before it closes the socket.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
+from twisted.logger import Logger
+
+from lns.adapters.timers import DeadlineTimer
+from lns.adapters.udp import Address, PktinfoUdpPort
+from lns.l2tp.avp import ResultCode
+from lns.l2tp.effects import (
+    CallCleared,
+    CallEstablished,
+    CallRefused,
+    Effect,
+    PacketDropped,
+    PppFrameReceived,
+    TunnelClosed,
+    TunnelEstablished,
+    TunnelRefused,
+)
+from lns.l2tp.endpoint import LnsEndpoint
+
+
+class CallHandler(Protocol):
+    """The layer above L2TP (PPP): told of calls and their frames."""
+
+    def call_established(self, event: CallEstablished) -> None: ...
+
+    def ppp_frame_received(self, tunnel_id: int, session_id: int, frame: bytes) -> None: ...
+
+    def call_cleared(self, event: CallCleared) -> None: ...
+
+
+class CallRecorder:
+    """Keeps established calls and counts their frames; stands in until a PPP layer is given."""
+
+    def __init__(self) -> None:
+        self.calls: dict[tuple[int, int], CallEstablished] = {}
+        self.frames = 0
+
+    def call_established(self, event: CallEstablished) -> None:
+        self.calls[(event.tunnel_id, event.call.session_id)] = event
+
+    def ppp_frame_received(self, tunnel_id: int, session_id: int, frame: bytes) -> None:
+        self.frames += 1
+
+    def call_cleared(self, event: CallCleared) -> None:
+        self.calls.pop((event.tunnel_id, event.session_id), None)
+
+
+class _DropLog:
+    """At most ``rate`` drop lines per second; the rest are counted and summarised."""
+
+    def __init__(self, rate: int = 20) -> None:
+        self.rate = rate
+        self._second = -1
+        self._logged = 0
+        self.suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._logged = 0
+        if self._logged < self.rate:
+            self._logged += 1
+            return True
+        self.suppressed += 1
+        return False
+
+
+class L2tpService(service.Service):
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint: LnsEndpoint,
+        listen: Address,
+        reactor: IReactorTime | None = None,
+        calls: CallHandler | None = None,
+        shutdown_grace: float = 3.0,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        assert reactor is not None
+        self.reactor: IReactorTime = reactor
+        self.endpoint = endpoint
+        self.listen = listen
+        self.calls: CallHandler = calls if calls is not None else CallRecorder()
+        self.shutdown_grace = shutdown_grace
+        self.port: PktinfoUdpPort | None = None
+        self._timer = DeadlineTimer(reactor, self._on_timer)
+        self._drop_log = _DropLog()
+        self._all_acked: defer.Deferred[None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def startService(self) -> None:
+        host, port = self.listen
+        self.port = PktinfoUdpPort(host, port, self, IReactorFDSet(self.reactor))
+        self.port.start()
+        self.log.info(
+            "L2TP listening on {host}:{port} ({lacs} LAC entries)",
+            host=host,
+            port=self.port.port,
+            lacs=len(self.endpoint.lacs),
+        )
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        tunnels = len(self.endpoint.tunnels)
+        self._handle(self.endpoint.shutdown(self.reactor.seconds()))
+        self._flush()
+        done: defer.Deferred[None] = defer.Deferred()
+        if self.endpoint.closing:
+            self.log.info("sent StopCCN to {tunnels} tunnels, waiting for acks", tunnels=tunnels)
+            self._all_acked = done
+            grace = self.reactor.callLater(self.shutdown_grace, self._acked_or_timeout)
+            done.addBoth(lambda result: grace.cancel() if grace.active() else None)
+        else:
+            done.callback(None)
+        done.addCallback(lambda _: self._close())
+        return done
+
+    def _acked_or_timeout(self) -> None:
+        if self._all_acked is not None:
+            waiting, self._all_acked = self._all_acked, None
+            if self.endpoint.closing:
+                self.log.warn("some LACs did not acknowledge StopCCN before shutdown")
+            waiting.callback(None)
+
+    def _close(self) -> None:
+        self._timer.cancel()
+        if self.port is not None:
+            self.port.stop()
+            self.port = None
+        self.log.info("L2TP stopped")
+
+    # --- input -------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, peer: Address, local: str | None) -> None:
+        effects = self.endpoint.datagram_received(data, peer, self.reactor.seconds(), local)
+        if len(effects) == 1 and isinstance(effects[0], PppFrameReceived):
+            frame = effects[0]  # the data path: no logging, no control output
+            self.calls.ppp_frame_received(frame.tunnel_id, frame.session_id, frame.frame)
+            return
+        self._handle(effects)
+        self._flush()
+        if self._all_acked is not None and not self.endpoint.closing:
+            self._acked_or_timeout()
+
+    def _on_timer(self) -> None:
+        self._handle(self.endpoint.handle_timer(self.reactor.seconds()))
+        self._flush()
+
+    # --- commands from the layer above ------------------------------------------------
+
+    def send_ppp(self, tunnel_id: int, session_id: int, frame: bytes) -> bool:
+        datagram = self.endpoint.send_ppp(tunnel_id, session_id, frame)
+        if datagram is None or self.port is None:
+            return False
+        self.port.send(datagram.data, datagram.peer, datagram.local)
+        return True
+
+    def disconnect_call(
+        self, tunnel_id: int, session_id: int, result: ResultCode, reason: str
+    ) -> None:
+        now = self.reactor.seconds()
+        self._handle(self.endpoint.disconnect_call(tunnel_id, session_id, result, reason, now))
+        self._flush()
+
+    # --- output ------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        port = self.port
+        if port is not None:
+            for datagram in self.endpoint.datagrams_to_send(self.reactor.seconds()):
+                port.send(datagram.data, datagram.peer, datagram.local)
+        self._timer.set(self.endpoint.get_timer())
+
+    def _handle(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            self._log(effect)
+            if isinstance(effect, CallEstablished):
+                self.calls.call_established(effect)
+            elif isinstance(effect, CallCleared):
+                self.calls.call_cleared(effect)
+            elif isinstance(effect, PppFrameReceived):
+                self.calls.ppp_frame_received(effect.tunnel_id, effect.session_id, effect.frame)
+
+    def _log(self, effect: Effect) -> None:
+        if isinstance(effect, TunnelEstablished):
+            self.log.info(
+                "tunnel up: LAC {lac} ({host}) from {peer_host}:{peer_port}, "
+                "tunnel {tunnel} (peer {peer_tunnel})",
+                lac=effect.lac_name,
+                host=effect.peer_hostname,
+                peer_host=effect.peer[0],
+                peer_port=effect.peer[1],
+                tunnel=effect.tunnel_id,
+                peer_tunnel=effect.peer_tunnel_id,
+            )
+        elif isinstance(effect, TunnelRefused):
+            self.log.warn(
+                "tunnel refused from {peer_host}:{peer_port} (host name {host!r}): {reason}",
+                peer_host=effect.peer[0],
+                peer_port=effect.peer[1],
+                host=effect.peer_hostname,
+                reason=effect.reason,
+            )
+        elif isinstance(effect, TunnelClosed):
+            self.log.info(
+                "tunnel down: LAC {lac}, tunnel {tunnel}, {side}: {reason}",
+                lac=effect.lac_name,
+                tunnel=effect.tunnel_id,
+                side="closed by the LAC" if effect.by_peer else "closed by us",
+                reason=effect.reason,
+            )
+        elif isinstance(effect, CallEstablished):
+            call = effect.call
+            auth = call.proxy_auth.authen_type if call.proxy_auth is not None else "none"
+            self.log.info(
+                "session up: ICCID {iccid}, tunnel {tunnel} session {session}, "
+                "proxy LCP {proxy_lcp}, proxy auth {auth}",
+                iccid=call.iccid,
+                tunnel=effect.tunnel_id,
+                session=call.session_id,
+                proxy_lcp="yes" if call.proxy_lcp is not None else "no",
+                auth=str(auth),
+            )
+        elif isinstance(effect, CallCleared):
+            self.log.info(
+                "session down: ICCID {iccid}, tunnel {tunnel} session {session}: {reason}",
+                iccid=effect.iccid,
+                tunnel=effect.tunnel_id,
+                session=effect.session_id,
+                reason=effect.reason,
+            )
+        elif isinstance(effect, CallRefused):
+            self.log.warn(
+                "session refused: calling number {calling!r}, tunnel {tunnel}: {reason}",
+                calling=effect.calling_number,
+                tunnel=effect.tunnel_id,
+                reason=effect.result.message,
+            )
+        elif isinstance(effect, PacketDropped) and self._drop_log.allow(self.reactor.seconds()):
+            self.log.warn(
+                "dropped a packet from {peer_host}:{peer_port} ({counter}): {reason}"
+                " [{suppressed} more not logged]",
+                peer_host=effect.peer[0],
+                peer_port=effect.peer[1],
+                counter=effect.counter,
+                reason=effect.reason,
+                suppressed=self._drop_log.suppressed,
+            )

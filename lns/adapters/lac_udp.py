@@ -1,0 +1,93 @@
+"""The LAC simulator (:mod:`lns.lacsim.lac`) on a real UDP socket and the reactor's clock.
+
+Tests and the load generator drive a :class:`~lns.lacsim.lac.Lac` through
+this: after every action call :meth:`LacClient.flush`; :meth:`LacClient.until`
+returns a Deferred that fires once a condition on the simulator holds
+(checked after every datagram and timer), so nothing sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IReactorUDP
+from twisted.internet.protocol import DatagramProtocol
+
+from lns.adapters.timers import DeadlineTimer
+from lns.lacsim.lac import Lac
+
+
+class ConditionTimeout(Exception):
+    """A condition awaited with :meth:`LacClient.until` did not hold in time."""
+
+
+class LacClient(DatagramProtocol):
+    def __init__(
+        self,
+        lac: Lac,
+        server: tuple[str, int],
+        reactor: IReactorTime,
+        local_host: str = "127.0.0.1",
+    ) -> None:
+        self.lac = lac
+        self.server = server
+        self.reactor = reactor
+        self.local_host = local_host
+        self.datagrams_sent = 0
+        self.datagrams_received = 0
+        self._timer = DeadlineTimer(reactor, self._on_timer)
+        self._waiters: list[tuple[Callable[[], bool], defer.Deferred[None], IDelayedCall]] = []
+
+    def start(self) -> int:
+        """Bind an ephemeral port on ``local_host``; returns it."""
+        port = IReactorUDP(self.reactor).listenUDP(0, self, interface=self.local_host)
+        return int(port.getHost().port)
+
+    def stop(self) -> defer.Deferred[None] | None:
+        self._timer.cancel()
+        if self.transport is None:
+            return None
+        result = self.transport.stopListening()  # type: ignore[attr-defined]
+        return result if isinstance(result, defer.Deferred) else None
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        self.datagrams_received += 1
+        self.lac.datagram_received(datagram, self.reactor.seconds())
+        self.flush()
+
+    def _on_timer(self) -> None:
+        self.lac.handle_timer(self.reactor.seconds())
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the simulator has queued, re-arm its timer, check the waiters."""
+        if self.transport is not None:
+            for data in self.lac.datagrams_to_send(self.reactor.seconds()):
+                self.datagrams_sent += 1
+                self.transport.write(data, self.server)
+        self._timer.set(self.lac.get_timer())
+        self._check()
+
+    def until(self, condition: Callable[[], bool], timeout: float = 30.0) -> defer.Deferred[None]:
+        """Fires when ``condition()`` is true; fails with ConditionTimeout after ``timeout``."""
+        waiting: defer.Deferred[None] = defer.Deferred()
+        if condition():
+            waiting.callback(None)
+            return waiting
+
+        def expire() -> None:
+            self._waiters = [w for w in self._waiters if w[1] is not waiting]
+            waiting.errback(ConditionTimeout(f"condition not met within {timeout} s"))
+
+        self._waiters.append((condition, waiting, self.reactor.callLater(timeout, expire)))
+        return waiting
+
+    def _check(self) -> None:
+        ready = [w for w in self._waiters if w[0]()]
+        if not ready:
+            return
+        self._waiters = [w for w in self._waiters if w not in ready]
+        for _condition, waiting, expiry in ready:
+            expiry.cancel()
+            waiting.callback(None)
