@@ -9,6 +9,7 @@ before it closes the socket.
 
 from __future__ import annotations
 
+import enum
 from typing import Protocol
 
 from twisted.application import service
@@ -233,7 +234,8 @@ class L2tpService(service.Service):
             )
         elif isinstance(effect, CallEstablished):
             call = effect.call
-            auth = call.proxy_auth.authen_type if call.proxy_auth is not None else "none"
+            kind = call.proxy_auth.authen_type if call.proxy_auth is not None else "none"
+            auth = kind.name if isinstance(kind, enum.Enum) else str(kind)
             self.log.info(
                 "session up: ICCID {iccid}, tunnel {tunnel} session {session}, "
                 "proxy LCP {proxy_lcp}, proxy auth {auth}",
@@ -241,7 +243,7 @@ class L2tpService(service.Service):
                 tunnel=effect.tunnel_id,
                 session=call.session_id,
                 proxy_lcp="yes" if call.proxy_lcp is not None else "no",
-                auth=str(auth),
+                auth=auth,
             )
         elif isinstance(effect, CallCleared):
             self.log.info(

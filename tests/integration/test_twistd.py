@@ -1,0 +1,151 @@
+"""The server as an operator runs it: ``twistd -n lns --config FILE``, then SIGTERM.
+
+A LAC simulator on loopback opens a tunnel and a session against the real
+process; on SIGTERM the LAC must receive a StopCCN (result 6, shutting down)
+and the process must exit cleanly, having logged each event on one line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from lns.adapters.lac_udp import LacClient
+from lns.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = b"twistd-test-secret"
+ICCID = "8944200000000000017"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(directory: Path, port: int) -> Path:
+    path = directory / "lns.toml"
+    path.write_text(
+        f"""
+[lns]
+node_name = "test-node"
+[l2tp]
+listen = "127.0.0.1:{port}"
+hostname = "lns-under-test"
+[[l2tp.lac]]
+name = "loopback-lac"
+peer = "127.0.0.0/8"
+secret = "{SECRET.decode()}"
+[dataplane]
+mode = "none"
+[database]
+url = "sqlite:///{directory / "lns.db"}"
+"""
+    )
+    return path
+
+
+def start_twistd(config: Path, cwd: Path) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "lns",
+            "--config",
+            str(config),
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:  # blocks until the server logs that it listens
+        seen.append(line)
+        if "L2TP listening" in line:
+            return process
+    process.wait(5)
+    pytest.fail("twistd exited before listening:\n" + "".join(seen))
+
+
+@pytest_twisted.inlineCallbacks
+def test_twistd_serves_a_session_and_stops_with_stopccn(tmp_path: Path):
+    port = free_udp_port()
+    process = start_twistd(write_config(tmp_path, port), tmp_path)
+    client = None
+    try:
+        lac = Lac(hostname="lac1", secret=SECRET)
+        client = LacClient(lac, ("127.0.0.1", port), reactor)
+        client.start()
+        tunnel = lac.open_tunnel(reactor.seconds())
+        client.flush()
+        yield client.until(lambda: tunnel.phase is Phase.ESTABLISHED, timeout=10)
+        call = lac.place_call(
+            tunnel, ICCID, proxy_lcp=default_proxy_lcp(lac.rng), proxy_auth=proxy_chap(b"pw", lac.rng)
+        )
+        client.flush()
+        yield client.until(lambda: call.peer_session_id != 0 and tunnel.channel.idle, timeout=10)
+
+        process.send_signal(signal.SIGTERM)
+        yield client.until(lambda: tunnel.phase is Phase.CLOSED, timeout=10)
+        assert tunnel.result is not None
+        assert tunnel.result.result == 6  # requester is being shut down
+        # Let the LAC's ack of the StopCCN go out before the process is checked.
+        yield client.until(lambda: tunnel.channel.idle, timeout=10)
+        output, _ = process.communicate(timeout=15)
+    finally:
+        if client is not None:
+            yield client.stop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # twistd ends itself with the signal that stopped it, as a daemon should.
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "tunnel up: LAC loopback-lac (lac1)" in output
+    assert f"session up: ICCID {ICCID}" in output
+    assert f"session down: ICCID {ICCID}" in output
+    assert "tunnel down: LAC loopback-lac" in output
+    assert "LNS is shutting down" in output
+    assert "some LACs did not acknowledge" not in output
+    assert SECRET.decode() not in output
+    assert "Traceback" not in output
+
+
+def test_bad_config_stops_the_start_naming_the_key(tmp_path: Path):
+    path = tmp_path / "lns.toml"
+    path.write_text('[l2tp]\nhello_interval = "often"\n')
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "lns",
+            "--config",
+            str(path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "hello_interval" in result.stdout + result.stderr
