@@ -96,7 +96,10 @@ def test_twistd_serves_a_session_and_stops_with_stopccn(tmp_path: Path):
         client.flush()
         yield client.until(lambda: tunnel.phase is Phase.ESTABLISHED, timeout=10)
         call = lac.place_call(
-            tunnel, ICCID, proxy_lcp=default_proxy_lcp(lac.rng), proxy_auth=proxy_chap(b"pw", lac.rng)
+            tunnel,
+            ICCID,
+            proxy_lcp=default_proxy_lcp(lac.rng),
+            proxy_auth=proxy_chap(b"pw", lac.rng),
         )
         client.flush()
         yield client.until(lambda: call.peer_session_id != 0 and tunnel.channel.idle, timeout=10)
