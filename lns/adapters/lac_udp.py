@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 
@@ -41,14 +42,16 @@ class LacClient(DatagramProtocol):
 
     def start(self) -> int:
         """Bind an ephemeral port on ``local_host``; returns it."""
-        port = IReactorUDP(self.reactor).listenUDP(0, self, interface=self.local_host)
-        return int(port.getHost().port)
+        port = IReactorUDP(self.reactor).listenUDP(0, self, self.local_host, 65535)
+        host = port.getHost()
+        assert isinstance(host, IPv4Address)
+        return host.port
 
     def stop(self) -> defer.Deferred[None] | None:
         self._timer.cancel()
         if self.transport is None:
             return None
-        result = self.transport.stopListening()  # type: ignore[attr-defined]
+        result = self.transport.stopListening()
         return result if isinstance(result, defer.Deferred) else None
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
