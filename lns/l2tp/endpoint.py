@@ -82,8 +82,11 @@ class LnsEndpoint:
         if conn.peer[0] != peer[0]:
             return self._drop(peer, "wrong_peer", f"tunnel {packet.tunnel_id} is not this peer's")
         self._dirty.add(conn.tunnel_id)
-        effects = conn.receive(packet, now)
         self.counters["control_received"] += 1
+        return self._counted(conn.receive(packet, now))
+
+    def _counted(self, effects: list[Effect]) -> list[Effect]:
+        """Count what a tunnel dropped (the tunnel reports it; the endpoint keeps the counters)."""
         for effect in effects:
             if isinstance(effect, PacketDropped):
                 self.counters[effect.counter] += 1
@@ -146,7 +149,7 @@ class LnsEndpoint:
             # The LAC missed our SCCRP and sent its SCCRQ again: same tunnel.
             self.counters["sccrq_retransmitted"] += 1
             self._dirty.add(existing)
-            return self.tunnels[existing].receive(packet, now, message)
+            return self._counted(self.tunnels[existing].receive(packet, now, message))
         tunnel_id = self._new_tunnel_id()
         conn = ControlConnection(
             tunnel_id, peer, chosen, self.settings, self._rng, now, local=local
@@ -155,7 +158,7 @@ class LnsEndpoint:
         self._by_setup[key] = tunnel_id
         self._dirty.add(tunnel_id)
         self.counters["tunnels_created"] += 1
-        return conn.receive(packet, now, message)
+        return self._counted(conn.receive(packet, now, message))
 
     def _refuse(
         self,

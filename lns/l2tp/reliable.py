@@ -161,6 +161,8 @@ class ReliableChannel(Generic[Received]):
 
     def handle_timer(self, now: float) -> None:
         """Advance retransmission timers; sets ``failed`` when the retries are spent."""
+        if self.failed:
+            return
         for flight in self._in_flight:
             if flight.deadline > now:
                 continue
@@ -174,6 +176,10 @@ class ReliableChannel(Generic[Received]):
 
     def get_timer(self) -> float | None:
         """The next instant handle_timer or datagrams_to_send has work to do."""
+        if self.failed:
+            # Given up: the expired deadline would otherwise be reported for ever, and a
+            # caller that fires timers until none is due would never get past it.
+            return None
         deadlines = [f.deadline for f in self._in_flight]
         if self._ack_due is not None:
             deadlines.append(self._ack_due)

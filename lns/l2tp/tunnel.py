@@ -169,9 +169,40 @@ class ControlConnection:
             result = ResultCode(
                 StopCcnResult.GENERAL_ERROR, GeneralError.UNKNOWN_MANDATORY_AVP, what
             )
+            # Counted like any message we could not use, then answered (section 4.1).
+            self.dropped += 1
+            counter = (
+                "unknown_message_type"
+                if not isinstance(mtype, MessageType)
+                else "unknown_mandatory_avp"
+            )
+            counted: list[Effect] = [
+                PacketDropped(self.peer, counter, f"tunnel {self.tunnel_id}: {what}")
+            ]
             if session_id and session_id in self.calls and isinstance(mtype, MessageType):
-                return self.disconnect_call(session_id, _cdn_from(result), what, now)
-            return self.close(result, now, reason=what)
+                return counted + self.disconnect_call(session_id, _cdn_from(result), what, now)
+            peer_session = message.get(AttributeType.ASSIGNED_SESSION_ID)
+            if (
+                mtype in (MessageType.ICRQ, MessageType.OCRQ)
+                and self.state is TunnelState.ESTABLISHED
+                and isinstance(peer_session, int)
+                and peer_session != 0
+            ):
+                # A call request belongs to the session it opens (section 4.1: terminate
+                # the session, not the tunnel): refuse that call, keep every other one.
+                number = message.get(
+                    AttributeType.CALLING_NUMBER
+                    if mtype == MessageType.ICRQ
+                    else AttributeType.CALLED_NUMBER
+                )
+                text = number if isinstance(number, str) else ""
+                return counted + self._refuse_call(peer_session, text, _cdn_from(result))
+            if self.peer_tunnel_id == 0:
+                # Refused in the SCCRQ itself: address the StopCCN to the LAC's tunnel,
+                # or it goes to tunnel 0 and the LAC never learns why (section 6.4).
+                assigned = message.get(AttributeType.ASSIGNED_TUNNEL_ID)
+                self.peer_tunnel_id = assigned if isinstance(assigned, int) else 0
+            return counted + self.close(result, now, reason=what)
         handler = _TUNNEL_TRANSITIONS.get((self.state, mtype))
         if handler is None:
             if self.state is TunnelState.ESTABLISHED:

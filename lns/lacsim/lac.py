@@ -312,6 +312,12 @@ class Lac:
         if mtype == MessageType.SCCRP:
             self._on_sccrp(tunnel, message)
         elif mtype == MessageType.StopCCN:
+            if tunnel.peer_tunnel_id == 0:
+                # RFC 2661 section 6.4: a StopCCN can come before (or instead of) the
+                # SCCRP; its Assigned Tunnel ID is where the acknowledgement goes.
+                assigned = message.get(AttributeType.ASSIGNED_TUNNEL_ID)
+                if isinstance(assigned, int):
+                    tunnel.peer_tunnel_id = assigned
             tunnel.channel.ack_now(now)
             result = message.get(AttributeType.RESULT_CODE)
             tunnel.result = result if isinstance(result, ResultCode) else None

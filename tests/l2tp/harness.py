@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 from lns.l2tp.effects import Effect
 from lns.l2tp.endpoint import LacMatch, LnsEndpoint
-from lns.l2tp.reliable import RetransmitPolicy
 from lns.l2tp.tunnel import LacPeer, TunnelSettings
 from lns.lacsim.lac import Lac
 
