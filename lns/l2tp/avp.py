@@ -133,6 +133,9 @@ class Avp:
     mandatory: bool = True
     hidden: bool = False
     vendor: int = 0
+    # Reserved header bits as received; when any is set the AVP is unrecognized
+    # (RFC 2661 section 4.1) and its value is kept raw, as it came.
+    reserved_bits: int = 0
 
 
 # --- value kinds --------------------------------------------------------------

@@ -9,6 +9,7 @@ collects what every tunnel has to send. I/O-free, like the tunnels.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import random
 from collections import Counter
@@ -60,6 +61,9 @@ class LnsEndpoint:
         self._rng = rng if rng is not None else random.SystemRandom()
         self._by_setup: dict[tuple[str, int, int], int] = {}
         self._dirty: set[int] = set()
+        # Deadlines of the tunnels, kept in a heap with lazy deletion.
+        self._deadlines: dict[int, float] = {}
+        self._heap: list[tuple[float, int]] = []
         self._outbox: list[Datagram] = []
 
     # --- input ------------------------------------------------------------------
@@ -233,27 +237,44 @@ class LnsEndpoint:
     # --- timers and output -------------------------------------------------------------
 
     def handle_timer(self, now: float) -> list[Effect]:
+        """Run every tunnel whose deadline has come (a heap: no scan of idle tunnels)."""
         effects: list[Effect] = []
-        for tunnel_id, conn in list(self.tunnels.items()):
-            deadline = conn.get_timer()
-            if deadline is None or deadline > now:
-                continue
+        while self._heap and self._heap[0][0] <= now:
+            deadline, tunnel_id = heapq.heappop(self._heap)
+            if self._deadlines.get(tunnel_id) != deadline:
+                continue  # superseded by a later reschedule
+            del self._deadlines[tunnel_id]
+            conn = self.tunnels[tunnel_id]
             self._dirty.add(tunnel_id)
-            effects += conn.handle_timer(now)
+            effects += self._counted(conn.handle_timer(now))
             if conn.finished(now):
                 self._forget(conn)
         return effects
 
+    def _reschedule(self, conn: ControlConnection) -> None:
+        deadline = conn.get_timer()
+        if deadline == self._deadlines.get(conn.tunnel_id):
+            return
+        if deadline is None:
+            del self._deadlines[conn.tunnel_id]
+            return
+        self._deadlines[conn.tunnel_id] = deadline
+        heapq.heappush(self._heap, (deadline, conn.tunnel_id))
+
     def _forget(self, conn: ControlConnection) -> None:
         del self.tunnels[conn.tunnel_id]
         self._dirty.discard(conn.tunnel_id)
+        self._deadlines.pop(conn.tunnel_id, None)
         key = (conn.peer[0], conn.peer[1], conn.peer_tunnel_id)
         if self._by_setup.get(key) == conn.tunnel_id:
             del self._by_setup[key]
 
     def get_timer(self) -> float | None:
-        deadlines = [t for c in self.tunnels.values() if (t := c.get_timer()) is not None]
-        return min(deadlines) if deadlines else None
+        """The earliest deadline of any tunnel, as of the last datagrams_to_send."""
+        heap = self._heap
+        while heap and self._deadlines.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def datagrams_to_send(self, now: float) -> list[Datagram]:
         out, self._outbox = self._outbox, []
@@ -264,6 +285,7 @@ class LnsEndpoint:
             out.extend(
                 Datagram(data, conn.peer, conn.local) for data in conn.datagrams_to_send(now)
             )
+            self._reschedule(conn)
         self._dirty.clear()
         self.counters["control_sent"] += len(out)
         return out

@@ -27,6 +27,7 @@ from lns.l2tp.wire import MalformedPacket, Reader, u16
 
 M_BIT = 0x8000
 H_BIT = 0x4000
+RESERVED_MASK = 0x3C00
 LENGTH_MASK = 0x03FF
 AVP_HEADER_LENGTH = 6
 MAX_AVP_LENGTH = LENGTH_MASK
@@ -55,7 +56,7 @@ class ControlMessage:
         return tuple(
             avp
             for avp in self.avps
-            if avp.mandatory and spec_for(avp.vendor, avp.attribute) is None
+            if avp.mandatory and (avp.reserved_bits or spec_for(avp.vendor, avp.attribute) is None)
         )
 
 
@@ -83,6 +84,12 @@ def decode_message(payload: bytes, secret: bytes | None = None) -> ControlMessag
             value = decode_value(0, AttributeType.MESSAGE_TYPE, raw)
             assert isinstance(value, int)
             message_type = value
+            continue
+        if bits & RESERVED_MASK:
+            # RFC 2661 section 4.1: reserved bits set make the AVP unrecognized; its
+            # value stays raw (not unhidden) and only its M bit matters.
+            reserved = bits & RESERVED_MASK
+            avps.append(Avp(attribute, raw, mandatory, is_hidden, vendor, reserved_bits=reserved))
             continue
         if is_hidden:
             spec = spec_for(vendor, attribute)
@@ -129,8 +136,14 @@ def encode_message(
     parts = [_avp_bytes(M_BIT, 0, AttributeType.MESSAGE_TYPE, u16(int(message.message_type)))]
     vector: bytes | None = None
     for avp in message.avps:
-        value = encode_value(avp)
         bits = M_BIT if avp.mandatory else 0
+        if avp.reserved_bits:
+            if not isinstance(avp.value, bytes):
+                raise TypeError("an unrecognized AVP keeps its value as bytes")
+            bits |= (H_BIT if avp.hidden else 0) | (avp.reserved_bits & RESERVED_MASK)
+            parts.append(_avp_bytes(bits, avp.vendor, avp.attribute, avp.value))
+            continue
+        value = encode_value(avp)
         if avp.hidden:
             spec = spec_for(avp.vendor, avp.attribute)
             if spec is not None and not spec.may_hide:

@@ -356,6 +356,11 @@ class ControlConnection:
         self, session_id: int, message: ControlMessage, now: float
     ) -> list[Effect]:
         call = self.calls.get(session_id)
+        if call is None and session_id == 0 and message.message_type == MessageType.CDN:
+            # A LAC that hangs up before it saw our ICRP addresses the CDN to session 0;
+            # its Assigned Session ID (the LAC's) still names the call (RFC 2661 section 6.12).
+            assigned = message.get(AttributeType.ASSIGNED_SESSION_ID)
+            call = next((c for c in self.calls.values() if c.peer_session_id == assigned), None)
         if call is None:
             self.dropped += 1
             name = MessageType(message.message_type).name
@@ -366,7 +371,7 @@ class ControlConnection:
             ]
         mtype = message.message_type
         if mtype == MessageType.CDN:
-            del self.calls[session_id]
+            del self.calls[call.session_id]
             was_established = call.state is CallState.ESTABLISHED
             call.state = CallState.CLOSED
             result = message.get(AttributeType.RESULT_CODE)

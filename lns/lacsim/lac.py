@@ -345,6 +345,9 @@ class Lac:
         tunnel.peer_hostname = host if isinstance(host, str) else ""
         if isinstance(peer_tunnel, int):
             tunnel.peer_tunnel_id = peer_tunnel
+        window = message.get(AttributeType.RECEIVE_WINDOW_SIZE)
+        if isinstance(window, int) and window > 0:
+            tunnel.channel.peer_window = window
         if tunnel.challenge is not None:
             assert tunnel.secret is not None
             expected = challenge_response(2, tunnel.secret, tunnel.challenge)

@@ -410,3 +410,31 @@ def test_data_before_iccn_is_dropped(net: Network) -> None:
     net.flush()
     assert net.endpoint.counters["unknown_session"] == 1
     assert not net.of_type(PppFrameReceived)
+
+
+def test_cdn_sent_before_the_icrp_arrived_is_matched_by_assigned_session_id(
+    net: Network,
+) -> None:
+    tunnel = establish(net)
+    icrp_dropped = []
+
+    def lose_first_icrp(data: bytes) -> bool:
+        packet = decode_packet(data)
+        if not isinstance(packet, ControlPacket) or packet.is_zlb or icrp_dropped:
+            return False
+        if decode_message(packet.payload, SECRET).message_type == MessageType.ICRP:
+            icrp_dropped.append(data)
+            return True
+        return False
+
+    net.drop_to_lac = lose_first_icrp
+    call = net.lac.place_call(tunnel, ICCID)
+    net.flush()
+    assert icrp_dropped
+    assert call.peer_session_id == 0  # the LAC never learnt our session ID
+    net.lac.hang_up(call)
+    net.advance(5)
+
+    cleared = net.of_type(CallCleared)
+    assert [(c.iccid, c.by_peer) for c in cleared] == [(ICCID, True)]
+    assert all(not conn.calls for conn in net.endpoint.tunnels.values())
