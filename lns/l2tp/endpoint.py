@@ -9,13 +9,13 @@ collects what every tunnel has to send. I/O-free, like the tunnels.
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
 import random
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from lns.deadlines import Deadlines
 from lns.l2tp.avp import AttributeType, MessageType, ResultCode, make
 from lns.l2tp.effects import Effect, PacketDropped, PppFrameReceived, TunnelRefused
 from lns.l2tp.header import ControlPacket, DataPacket, decode_packet, encode_control
@@ -61,9 +61,7 @@ class LnsEndpoint:
         self._rng = rng if rng is not None else random.SystemRandom()
         self._by_setup: dict[tuple[str, int, int], int] = {}
         self._dirty: set[int] = set()
-        # Deadlines of the tunnels, kept in a heap with lazy deletion.
-        self._deadlines: dict[int, float] = {}
-        self._heap: list[tuple[float, int]] = []
+        self._deadlines: Deadlines[int] = Deadlines()
         self._outbox: list[Datagram] = []
 
     # --- input ------------------------------------------------------------------
@@ -237,13 +235,9 @@ class LnsEndpoint:
     # --- timers and output -------------------------------------------------------------
 
     def handle_timer(self, now: float) -> list[Effect]:
-        """Run every tunnel whose deadline has come (a heap: no scan of idle tunnels)."""
+        """Run every tunnel whose deadline has come (no scan of idle tunnels)."""
         effects: list[Effect] = []
-        while self._heap and self._heap[0][0] <= now:
-            deadline, tunnel_id = heapq.heappop(self._heap)
-            if self._deadlines.get(tunnel_id) != deadline:
-                continue  # superseded by a later reschedule
-            del self._deadlines[tunnel_id]
+        for tunnel_id in self._deadlines.pop_due(now):
             conn = self.tunnels[tunnel_id]
             self._dirty.add(tunnel_id)
             effects += self._counted(conn.handle_timer(now))
@@ -251,30 +245,17 @@ class LnsEndpoint:
                 self._forget(conn)
         return effects
 
-    def _reschedule(self, conn: ControlConnection) -> None:
-        deadline = conn.get_timer()
-        if deadline == self._deadlines.get(conn.tunnel_id):
-            return
-        if deadline is None:
-            del self._deadlines[conn.tunnel_id]
-            return
-        self._deadlines[conn.tunnel_id] = deadline
-        heapq.heappush(self._heap, (deadline, conn.tunnel_id))
-
     def _forget(self, conn: ControlConnection) -> None:
         del self.tunnels[conn.tunnel_id]
         self._dirty.discard(conn.tunnel_id)
-        self._deadlines.pop(conn.tunnel_id, None)
+        self._deadlines.discard(conn.tunnel_id)
         key = (conn.peer[0], conn.peer[1], conn.peer_tunnel_id)
         if self._by_setup.get(key) == conn.tunnel_id:
             del self._by_setup[key]
 
     def get_timer(self) -> float | None:
         """The earliest deadline of any tunnel, as of the last datagrams_to_send."""
-        heap = self._heap
-        while heap and self._deadlines.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return self._deadlines.earliest()
 
     def datagrams_to_send(self, now: float) -> list[Datagram]:
         out, self._outbox = self._outbox, []
@@ -285,7 +266,7 @@ class LnsEndpoint:
             out.extend(
                 Datagram(data, conn.peer, conn.local) for data in conn.datagrams_to_send(now)
             )
-            self._reschedule(conn)
+            self._deadlines.set(tunnel_id, conn.get_timer())
         self._dirty.clear()
         self.counters["control_sent"] += len(out)
         return out
