@@ -1,0 +1,618 @@
+"""One PPP session terminated by the LNS over an L2TP call (RFC 1661 section 3.2 phases).
+
+ESTABLISH: adopt the LAC's proxy LCP when it is acceptable, else negotiate LCP
+(``lcp_renegotiation``). AUTHENTICATE: proxy PAP/CHAP, or without proxy
+authentication per ``no_proxy_auth`` (ICCID alone, our own CHAP/PAP
+challenge, or reject). AUTHORIZE and ADDRESS: waiting for AAA and the address
+pool (effects out, results in). NETWORK: IPCP. OPENED: LCP Echo keepalive,
+Session-Timeout and Idle-Timeout. Protocols we do not run (IPv6CP, CCP, any
+other) get an LCP Protocol-Reject.
+
+I/O-free: events in (``start``, ``frame_received``, ``authenticated``,
+``address_assigned``, ``handle_timer``, ``close``), effects out, one deadline
+from ``get_timer``.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from lns.l2tp.proxy import ProxyAuth, ProxyAuthenType, ProxyLcp
+from lns.ppp import chap, pap
+from lns.ppp.auth import AuthMethod, AuthRequest, AuthSource, CallContext, Decision
+from lns.ppp.automaton import (
+    Automaton,
+    LayerDown,
+    LayerFinished,
+    LayerStarted,
+    LayerUp,
+    Send,
+)
+from lns.ppp.automaton import State as AutomatonState
+from lns.ppp.frame import MalformedFrame, Protocol, decode_frame, encode_frame
+from lns.ppp.ipcp import IpcpPolicy
+from lns.ppp.lcp import AuthProtocol, LcpPolicy, judge_proxy_lcp
+from lns.ppp.packet import Code, ControlPacket, decode_packet
+from lns.ppp.termination import TerminateCause
+
+IPv4 = ipaddress.IPv4Address
+DEFAULT_LOCAL_ADDRESS = IPv4("100.64.0.1")
+
+
+@dataclass(frozen=True, slots=True)
+class PppSettings:
+    """The ``[ppp]`` section, as the session uses it."""
+
+    mru: int = 1450
+    local_address: IPv4 = DEFAULT_LOCAL_ADDRESS
+    dns: tuple[IPv4, ...] = ()
+    echo_interval: float = 30.0
+    echo_failures: int = 5
+    lcp_renegotiation: str = "on-mismatch"  # never | on-mismatch | always
+    no_proxy_auth: str = "iccid"  # iccid | challenge | reject
+    auth: tuple[AuthProtocol, ...] = (AuthProtocol.CHAP, AuthProtocol.PAP)
+    hostname: bytes = b"lns"
+    restart_interval: float = 3.0
+    max_configure: int = 10
+    max_failure: int = 5
+    auth_timeout: float = 30.0  # for the device's PAP request or CHAP response
+
+
+# --- effects ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendFrame:
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    request: AuthRequest
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateAddress:
+    iccid: str
+    pool: str | None
+    requested: IPv4 | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseAddress:
+    lease: object
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    address: IPv4
+    dns: tuple[IPv4, ...]
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    cause: TerminateCause
+    message: str
+    was_open: bool
+    # False when no AAA server answered or no address was free: a temporary refusal.
+    temporary: bool = False
+
+
+Effect = SendFrame | Authenticate | AllocateAddress | ReleaseAddress | SessionOpened | SessionClosed
+
+
+class Phase(enum.Enum):
+    ESTABLISH = "establish"
+    AUTHENTICATE = "authenticate"
+    AUTHORIZE = "authorize"  # waiting for AAA
+    ADDRESS = "address"  # waiting for the pool
+    NETWORK = "network"  # IPCP
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+# Proxy Authen Types we can check without a PPP exchange.
+_PROXY_METHODS = {ProxyAuthenType.CHAP: AuthMethod.CHAP, ProxyAuthenType.PAP: AuthMethod.PAP}
+
+
+@dataclass(slots=True)
+class _Counters:
+    frames_in: int = 0
+    frames_out: int = 0
+    bad_frames: int = 0
+    discarded: int = 0
+    protocol_rejects: int = 0
+    ip_packets_in: int = 0
+
+
+class PppSession:
+    def __init__(
+        self,
+        context: CallContext,
+        settings: PppSettings,
+        rng: random.Random,
+        proxy_lcp: ProxyLcp | None = None,
+        proxy_auth: ProxyAuth | None = None,
+    ) -> None:
+        self.context = context
+        self.settings = settings
+        self.proxy_lcp = proxy_lcp
+        self.proxy_auth = proxy_auth
+        self.phase = Phase.ESTABLISH
+        self.counters = _Counters()
+        self.address: IPv4 | None = None
+        self.decision: Decision | None = None
+        self.lease: object | None = None
+        self.lcp_renegotiated = False
+        self.auth_source = AuthSource.NONE
+        self.last_activity = 0.0  # the data plane moves this on every IP packet
+        self.opened_at: float | None = None
+        self._rng = rng
+        self._proxy_method = (
+            _PROXY_METHODS.get(ProxyAuthenType(proxy_auth.authen_type))
+            if proxy_auth is not None and proxy_auth.authen_type in _PROXY_METHODS
+            else None
+        )
+        self.lcp_policy = LcpPolicy(settings.mru, rng, self._auth_to_offer())
+        self.lcp = self._automaton(self.lcp_policy)
+        self.ipcp_policy: IpcpPolicy | None = None
+        self.ipcp: Automaton | None = None
+        self._extra_id = rng.randrange(256)  # Echo and Protocol-Reject identifiers
+        self._challenge: bytes = b""
+        self._challenge_id = 0
+        self._challenges_sent = 0
+        self._auth_deadline: float | None = None
+        self._echo_deadline: float | None = None
+        self._echo_outstanding = 0
+        self._session_deadline: float | None = None
+        self._pap_id = 0
+        self._adopted_magic = self.lcp_policy.magic
+        self._adopted_peer_mru = self.lcp_policy.peer_mru
+
+    def _automaton(self, policy: LcpPolicy | IpcpPolicy) -> Automaton:
+        return Automaton(
+            policy,
+            restart_interval=self.settings.restart_interval,
+            max_configure=self.settings.max_configure,
+            max_failure=self.settings.max_failure,
+            first_identifier=self._rng_id(),
+        )
+
+    def _rng_id(self) -> int:
+        return self._rng.randrange(256)
+
+    def _auth_to_offer(self) -> list[AuthProtocol]:
+        """Authentication protocols LCP must ask for: only when we challenge ourselves."""
+        if self._proxy_method is None and self.settings.no_proxy_auth == "challenge":
+            return list(self.settings.auth)
+        return []
+
+    # --- start: proxy LCP or LCP negotiation ----------------------------------------------
+
+    def start(self, now: float) -> list[Effect]:
+        self.last_activity = now
+        if self._proxy_method is None and self.settings.no_proxy_auth == "reject":
+            return self.close(
+                TerminateCause.USER_ERROR,
+                "no proxy authentication from the LAC and no_proxy_auth = reject",
+                now,
+            )
+        policy = self.settings.lcp_renegotiation
+        if policy != "always":
+            verdict = self._judge_proxy()
+            if verdict is None:
+                self.lcp_policy.magic = self._adopted_magic
+                self.lcp_policy.peer_mru = self._adopted_peer_mru
+                return self._handle_lcp(self.lcp.force_opened(now), now)
+            if policy == "never":
+                return self.close(
+                    TerminateCause.USER_ERROR, f"LCP renegotiation refused: {verdict}", now
+                )
+        self.lcp_renegotiated = True
+        effects = self._handle_lcp(self.lcp.up(now), now)
+        return effects + self._handle_lcp(self.lcp.open(now), now)
+
+    def _judge_proxy(self) -> str | None:
+        """None when proxy LCP can be adopted, else why not."""
+        if self.proxy_lcp is None:
+            return "no proxy LCP from the LAC"
+        accepted = list(self.settings.auth)
+        verdict = judge_proxy_lcp(
+            self.proxy_lcp.last_sent, self.proxy_lcp.last_received, self.settings.mru, accepted
+        )
+        if not verdict.acceptable:
+            return verdict.reason
+        offer = self._auth_to_offer()
+        if offer and verdict.auth is None:
+            return "proxy LCP negotiated no authentication protocol, and we must challenge"
+        if offer and verdict.auth is not None:
+            # Challenge with the protocol the device already agreed to.
+            self.lcp_policy.auth_choices = [verdict.auth]
+        self._adopted_magic = verdict.our_magic or self.lcp_policy.magic
+        self._adopted_peer_mru = verdict.peer_mru
+        return None
+
+    # --- input --------------------------------------------------------------------------
+
+    def frame_received(self, frame: bytes, now: float) -> list[Effect]:
+        """A PPP frame from the device (through the L2TP data channel)."""
+        if self.phase is Phase.CLOSED:
+            return []
+        self.counters.frames_in += 1
+        try:
+            protocol, payload = decode_frame(frame)
+            if protocol == Protocol.IP:
+                self.counters.ip_packets_in += 1
+                self.last_activity = now
+                return []
+            if protocol == Protocol.LCP:
+                return self._lcp_packet(decode_packet(payload), now)
+            if protocol == Protocol.IPCP:
+                return self._ipcp_packet(decode_packet(payload), now)
+            if protocol == Protocol.CHAP:
+                return self._chap_packet(decode_packet(payload), now)
+            if protocol == Protocol.PAP:
+                return self._pap_packet(decode_packet(payload), now)
+        except MalformedFrame:
+            self.counters.bad_frames += 1
+            return []
+        return self._protocol_reject(protocol, payload)
+
+    def _protocol_reject(self, protocol: int, payload: bytes) -> list[Effect]:
+        """RFC 1661 section 5.7: IPv6CP, CCP or anything we do not run."""
+        if self.lcp.state is not AutomatonState.OPENED:
+            self.counters.discarded += 1
+            return []
+        self.counters.protocol_rejects += 1
+        room = max(0, self.lcp_policy.peer_mru - 6)
+        data = protocol.to_bytes(2, "big") + payload[:room]
+        return [self._lcp_send(ControlPacket(Code.PROTOCOL_REJECT, self._next_extra_id(), data))]
+
+    def _next_extra_id(self) -> int:
+        self._extra_id = (self._extra_id + 1) % 256
+        return self._extra_id
+
+    def _lcp_send(self, packet: ControlPacket) -> SendFrame:
+        return self._send(Protocol.LCP, packet)
+
+    def _send(self, protocol: int, packet: ControlPacket) -> SendFrame:
+        self.counters.frames_out += 1
+        return SendFrame(encode_frame(protocol, packet.encode()))
+
+    def _lcp_packet(self, packet: ControlPacket, now: float) -> list[Effect]:
+        code = packet.code
+        if code in (Code.ECHO_REQUEST, Code.ECHO_REPLY, Code.DISCARD_REQUEST, Code.PROTOCOL_REJECT):
+            if self.lcp.state is not AutomatonState.OPENED:
+                self.counters.discarded += 1
+                return []
+            if code == Code.ECHO_REQUEST:
+                magic = self.lcp_policy.magic.to_bytes(4, "big")
+                reply = ControlPacket(Code.ECHO_REPLY, packet.identifier, magic + packet.data[4:])
+                return [self._lcp_send(reply)]
+            if code == Code.ECHO_REPLY:
+                self._echo_outstanding = 0
+                return []
+            if code == Code.PROTOCOL_REJECT and packet.data[:2] == Protocol.IPCP.to_bytes(2, "big"):
+                return self.close(TerminateCause.USER_ERROR, "the device rejected IPCP", now)
+            return []
+        return self._handle_lcp(self.lcp.receive(packet, now), now)
+
+    def _ipcp_packet(self, packet: ControlPacket, now: float) -> list[Effect]:
+        if self.ipcp is None:
+            # RFC 1661 section 3.4: NCP packets before the network phase are discarded.
+            self.counters.discarded += 1
+            return []
+        return self._handle_ipcp(self.ipcp.receive(packet, now), now)
+
+    # --- LCP and IPCP automaton effects ---------------------------------------------------
+
+    def _handle_lcp(self, effects: Sequence[object], now: float) -> list[Effect]:
+        out: list[Effect] = []
+        for effect in effects:
+            if isinstance(effect, Send):
+                out.append(self._lcp_send(effect.packet))
+            elif isinstance(effect, LayerUp):
+                out += self._authenticate(now)
+            elif isinstance(effect, (LayerDown, LayerFinished)) and self.phase is not Phase.CLOSED:
+                reason = getattr(effect, "reason", "") or "LCP went down"
+                out += self.close(TerminateCause.USER_REQUEST, f"LCP: {reason}", now)
+        if self.lcp_policy.failure and self.phase is not Phase.CLOSED:
+            out += self.close(TerminateCause.USER_ERROR, f"LCP: {self.lcp_policy.failure}", now)
+        return out
+
+    def _handle_ipcp(self, effects: Sequence[object], now: float) -> list[Effect]:
+        out: list[Effect] = []
+        for effect in effects:
+            if isinstance(effect, Send):
+                out.append(self._send(Protocol.IPCP, effect.packet))
+            elif isinstance(effect, LayerUp):
+                out += self._opened(now)
+            elif isinstance(effect, (LayerDown, LayerFinished)) and self.phase is not Phase.CLOSED:
+                reason = getattr(effect, "reason", "") or "IPCP went down"
+                out += self.close(TerminateCause.USER_REQUEST, f"IPCP: {reason}", now)
+            elif isinstance(effect, LayerStarted):
+                pass
+        policy = self.ipcp_policy
+        if policy is not None and policy.failure and self.phase is not Phase.CLOSED:
+            out += self.close(TerminateCause.USER_ERROR, f"IPCP: {policy.failure}", now)
+        return out
+
+    # --- authentication -------------------------------------------------------------------
+
+    def _authenticate(self, now: float) -> list[Effect]:
+        if self.phase is not Phase.ESTABLISH:
+            return []
+        self.phase = Phase.AUTHENTICATE
+        if self.proxy_auth is not None and self._proxy_method is not None:
+            self.auth_source = AuthSource.PROXY
+            proxy = self.proxy_auth
+            method = self._proxy_method
+            request = AuthRequest(
+                self.context,
+                method,
+                AuthSource.PROXY,
+                name=proxy.name,
+                password=proxy.response if method is AuthMethod.PAP else b"",
+                chap_id=proxy.chap_id,
+                chap_challenge=proxy.challenge,
+                chap_response=proxy.response if method is AuthMethod.CHAP else b"",
+            )
+            return self._ask_aaa(request)
+        if self.settings.no_proxy_auth == "iccid":
+            return self._ask_aaa(AuthRequest(self.context, AuthMethod.ICCID, AuthSource.NONE))
+        self.auth_source = AuthSource.PPP
+        self._auth_deadline = now + self.settings.auth_timeout
+        if self.lcp_policy.auth is AuthProtocol.CHAP:
+            return [self._send_challenge(now)]
+        return []  # PAP: the device speaks first
+
+    def _ask_aaa(self, request: AuthRequest) -> list[Effect]:
+        self.phase = Phase.AUTHORIZE
+        self._auth_deadline = None
+        return [Authenticate(request)]
+
+    def _send_challenge(self, now: float) -> SendFrame:
+        self._challenge = self._rng.randbytes(chap.CHALLENGE_LENGTH)
+        self._challenge_id = self._rng_id()
+        self._challenges_sent += 1
+        self._auth_deadline = now + self.settings.restart_interval
+        packet = chap.challenge(self._challenge_id, self._challenge, self.settings.hostname)
+        return self._send(Protocol.CHAP, packet)
+
+    def _chap_packet(self, packet: ControlPacket, now: float) -> list[Effect]:
+        if (
+            self.phase is not Phase.AUTHENTICATE
+            or self.lcp_policy.auth is not AuthProtocol.CHAP
+            or packet.code != chap.ChapCode.RESPONSE
+            or packet.identifier != self._challenge_id
+        ):
+            self.counters.discarded += 1
+            return []
+        answer = chap.decode_value(packet)
+        request = AuthRequest(
+            self.context,
+            AuthMethod.CHAP,
+            AuthSource.PPP,
+            name=answer.name,
+            chap_id=answer.identifier,
+            chap_challenge=self._challenge,
+            chap_response=answer.value,
+        )
+        return self._ask_aaa(request)
+
+    def _pap_packet(self, packet: ControlPacket, now: float) -> list[Effect]:
+        if (
+            self.phase is not Phase.AUTHENTICATE
+            or self.lcp_policy.auth is not AuthProtocol.PAP
+            or packet.code != pap.PapCode.AUTHENTICATE_REQUEST
+        ):
+            self.counters.discarded += 1
+            return []
+        credentials = pap.decode_request(packet)
+        self._pap_id = credentials.identifier
+        request = AuthRequest(
+            self.context,
+            AuthMethod.PAP,
+            AuthSource.PPP,
+            name=credentials.peer_id,
+            password=credentials.password,
+        )
+        return self._ask_aaa(request)
+
+    def _auth_reply(self, accepted: bool, message: str) -> list[Effect]:
+        if self.auth_source is not AuthSource.PPP:
+            return []
+        if self.lcp_policy.auth is AuthProtocol.CHAP:
+            return [self._send(Protocol.CHAP, chap.result(self._challenge_id, accepted, message))]
+        return [self._send(Protocol.PAP, pap.reply(self._pap_id, accepted, message))]
+
+    def authenticated(self, decision: Decision, now: float) -> list[Effect]:
+        """AAA's answer to our Authenticate effect."""
+        if self.phase is not Phase.AUTHORIZE:
+            return []
+        if not decision.accepted:
+            out = self._auth_reply(False, "authentication failed")
+            reason = decision.reason or "rejected"
+            if not decision.reachable:
+                return out + self.close(
+                    TerminateCause.SERVICE_UNAVAILABLE,
+                    f"authentication unavailable: {reason}",
+                    now,
+                    temporary=True,
+                )
+            return out + self.close(
+                TerminateCause.USER_ERROR, f"authentication failed: {reason}", now
+            )
+        self.decision = decision
+        self.phase = Phase.ADDRESS
+        out = self._auth_reply(True, "welcome")
+        out.append(
+            AllocateAddress(self.context.iccid, decision.framed_pool, decision.framed_address)
+        )
+        return out
+
+    # --- address and IPCP ------------------------------------------------------------------
+
+    def address_assigned(self, address: IPv4, lease: object, now: float) -> list[Effect]:
+        if self.phase is not Phase.ADDRESS:
+            return [ReleaseAddress(lease)]  # the session ended while the pool worked
+        self.address = address
+        self.lease = lease
+        self.phase = Phase.NETWORK
+        decision = self.decision
+        dns = decision.dns if decision is not None and decision.dns else self.settings.dns
+        self.ipcp_policy = IpcpPolicy(
+            self.settings.local_address, address, dns, self.settings.max_failure
+        )
+        self.ipcp = self._automaton(self.ipcp_policy)
+        out = self._handle_ipcp(self.ipcp.up(now), now)
+        return out + self._handle_ipcp(self.ipcp.open(now), now)
+
+    def address_failed(self, reason: str, now: float) -> list[Effect]:
+        if self.phase is not Phase.ADDRESS:
+            return []
+        return self.close(
+            TerminateCause.SERVICE_UNAVAILABLE, f"no address: {reason}", now, temporary=True
+        )
+
+    def _opened(self, now: float) -> list[Effect]:
+        assert self.address is not None
+        assert self.decision is not None
+        self.phase = Phase.OPENED
+        self.opened_at = now
+        self.last_activity = now
+        self._echo_deadline = now + self.settings.echo_interval
+        if self.decision.session_timeout:
+            self._session_deadline = now + self.decision.session_timeout
+        dns = self.ipcp_policy.dns_given if self.ipcp_policy is not None else ()
+        return [SessionOpened(self.address, dns, self.decision)]
+
+    # --- timers -----------------------------------------------------------------------------
+
+    def _idle_deadline(self) -> float | None:
+        if (
+            self.phase is not Phase.OPENED
+            or self.decision is None
+            or not self.decision.idle_timeout
+        ):
+            return None
+        return self.last_activity + self.decision.idle_timeout
+
+    def get_timer(self) -> float | None:
+        if self.phase is Phase.CLOSED:
+            return None
+        candidates = [
+            self.lcp.get_timer(),
+            self.ipcp.get_timer() if self.ipcp is not None else None,
+            self._auth_deadline,
+            self._echo_deadline,
+            self._session_deadline,
+            self._idle_deadline(),
+        ]
+        times = [t for t in candidates if t is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        checks: list[tuple[float | None, Callable[[float], list[Effect]]]] = [
+            (self.lcp.get_timer(), lambda t: self._handle_lcp(self.lcp.handle_timer(t), t)),
+            (self.ipcp.get_timer() if self.ipcp else None, self._ipcp_timer),
+            (self._auth_deadline, self._auth_timer),
+            (self._echo_deadline, self._echo_timer),
+            (self._session_deadline, self._session_timer),
+            (self._idle_deadline(), self._idle_timer),
+        ]
+        for deadline, action in checks:
+            if self.phase is Phase.CLOSED:
+                break
+            if deadline is not None and deadline <= now:
+                out += action(now)
+        return out
+
+    def _ipcp_timer(self, now: float) -> list[Effect]:
+        assert self.ipcp is not None
+        return self._handle_ipcp(self.ipcp.handle_timer(now), now)
+
+    def _auth_timer(self, now: float) -> list[Effect]:
+        self._auth_deadline = None
+        if self.phase is not Phase.AUTHENTICATE:
+            return []
+        if (
+            self.lcp_policy.auth is AuthProtocol.CHAP
+            and self._challenges_sent < self.settings.max_configure
+        ):
+            return [self._send_challenge(now)]
+        return self.close(TerminateCause.USER_ERROR, "the device did not authenticate", now)
+
+    def _echo_timer(self, now: float) -> list[Effect]:
+        if self._echo_outstanding >= self.settings.echo_failures:
+            return self.close(
+                TerminateCause.LOST_SERVICE,
+                f"no reply to {self._echo_outstanding} LCP Echo-Requests",
+                now,
+            )
+        self._echo_outstanding += 1
+        self._echo_deadline = now + self.settings.echo_interval
+        magic = self.lcp_policy.magic.to_bytes(4, "big")
+        return [self._lcp_send(ControlPacket(Code.ECHO_REQUEST, self._next_extra_id(), magic))]
+
+    def _session_timer(self, now: float) -> list[Effect]:
+        return self.close(TerminateCause.SESSION_TIMEOUT, "Session-Timeout reached", now)
+
+    def _idle_timer(self, now: float) -> list[Effect]:
+        return self.close(TerminateCause.IDLE_TIMEOUT, "Idle-Timeout reached", now)
+
+    # --- teardown -----------------------------------------------------------------------------
+
+    def close(
+        self, cause: TerminateCause, message: str, now: float, temporary: bool = False
+    ) -> list[Effect]:
+        """End the session from our side: LCP Terminate-Request, address released."""
+        if self.phase is Phase.CLOSED:
+            return []
+        was_open = self.phase is Phase.OPENED
+        self.phase = Phase.CLOSED
+        out: list[Effect] = []
+        if self.lcp.state is AutomatonState.OPENED:
+            for effect in self.lcp.close(now, message):
+                if isinstance(effect, Send):
+                    out.append(self._lcp_send(effect.packet))
+        out += self._release()
+        out.append(SessionClosed(cause, message, was_open, temporary))
+        return out
+
+    def call_cleared(self, now: float) -> list[Effect]:
+        """The L2TP call is gone (CDN from the LAC, tunnel down): release, nothing to send."""
+        if self.phase is Phase.CLOSED:
+            return []
+        was_open = self.phase is Phase.OPENED
+        self.phase = Phase.CLOSED
+        return [
+            *self._release(),
+            SessionClosed(TerminateCause.LOST_CARRIER, "call cleared", was_open),
+        ]
+
+    def _release(self) -> list[Effect]:
+        if self.lease is None:
+            return []
+        lease, self.lease = self.lease, None
+        return [ReleaseAddress(lease)]
+
+
+__all__ = [
+    "AllocateAddress",
+    "Authenticate",
+    "Effect",
+    "Phase",
+    "PppSession",
+    "PppSettings",
+    "ReleaseAddress",
+    "SendFrame",
+    "SessionClosed",
+    "SessionOpened",
+]
