@@ -10,9 +10,9 @@ import ipaddress
 import random
 from collections.abc import Callable
 
+from lns.l2tp.proxy import ProxyAuth, ProxyLcp
 from lns.lacsim.device import Device, DeviceBehaviour
 from lns.lacsim.lac import default_proxy_lcp, proxy_chap, proxy_pap
-from lns.l2tp.proxy import ProxyAuth, ProxyAuthenType, ProxyLcp
 from lns.ppp.auth import AuthRequest, CallContext, Decision
 from lns.ppp.session import (
     AllocateAddress,
@@ -141,6 +141,3 @@ class Link:
     def closed(self) -> SessionClosed | None:
         found = self.of_type(SessionClosed)
         return found[0] if found else None
-
-
-
