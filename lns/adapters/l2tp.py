@@ -237,7 +237,7 @@ class L2tpService(service.Service):
             kind = call.proxy_auth.authen_type if call.proxy_auth is not None else "none"
             auth = kind.name if isinstance(kind, enum.Enum) else str(kind)
             self.log.info(
-                "session up: ICCID {iccid}, tunnel {tunnel} session {session}, "
+                "call up: ICCID {iccid}, tunnel {tunnel} session {session}, "
                 "proxy LCP {proxy_lcp}, proxy auth {auth}",
                 iccid=call.iccid,
                 tunnel=effect.tunnel_id,
@@ -247,7 +247,7 @@ class L2tpService(service.Service):
             )
         elif isinstance(effect, CallCleared):
             self.log.info(
-                "session down: ICCID {iccid}, tunnel {tunnel} session {session}: {reason}",
+                "call down: ICCID {iccid}, tunnel {tunnel} session {session}: {reason}",
                 iccid=effect.iccid,
                 tunnel=effect.tunnel_id,
                 session=effect.session_id,
@@ -255,7 +255,7 @@ class L2tpService(service.Service):
             )
         elif isinstance(effect, CallRefused):
             self.log.warn(
-                "session refused: calling number {calling!r}, tunnel {tunnel}: {reason}",
+                "call refused: calling number {calling!r}, tunnel {tunnel}: {reason}",
                 calling=effect.calling_number,
                 tunnel=effect.tunnel_id,
                 reason=effect.result.message,

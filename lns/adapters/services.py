@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import random
+
 from twisted.application import service
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from lns.adapters.l2tp import CallHandler, L2tpService
+from lns.adapters.l2tp import L2tpService
+from lns.adapters.pool import AddressPoolService, SqlAddressPool
+from lns.adapters.ppp import AddressAllocator, Authenticator, NoAuthenticator, PppCalls
 from lns.config import Config
 from lns.l2tp.endpoint import LacMatch, LnsEndpoint
 from lns.l2tp.reliable import RetransmitPolicy
 from lns.l2tp.tunnel import LacPeer, TunnelSettings
+from lns.ppp.lcp import AuthProtocol
+from lns.ppp.session import PppSettings
+
+NO_AAA = "no AAA back end: sessions are authenticated through RADIUS, not yet available"
 
 
 def tunnel_settings(config: Config) -> TunnelSettings:
@@ -22,6 +31,21 @@ def tunnel_settings(config: Config) -> TunnelSettings:
             l2tp.retransmit_initial, l2tp.retransmit_cap, l2tp.retransmit_max
         ),
         hide_avps=l2tp.hide_avps,
+    )
+
+
+def ppp_settings(config: Config) -> PppSettings:
+    ppp = config.ppp
+    return PppSettings(
+        mru=ppp.mru,
+        local_address=ppp.local_address,
+        dns=ppp.dns,
+        echo_interval=ppp.echo_interval,
+        echo_failures=ppp.echo_failures,
+        lcp_renegotiation=ppp.lcp_renegotiation,
+        no_proxy_auth=ppp.no_proxy_auth,
+        auth=tuple(AuthProtocol(name) for name in ppp.auth),
+        hostname=config.l2tp.hostname.encode(),
     )
 
 
@@ -40,15 +64,53 @@ def lac_matches(config: Config) -> list[LacMatch]:
     ]
 
 
+class NodeService(service.MultiService):
+    """Stops L2TP first (StopCCN to every LAC, leases released), then the pool."""
+
+    def __init__(self, l2tp: L2tpService, pool: service.Service | None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.l2tp = l2tp
+        self.pool = pool
+        if pool is not None:
+            pool.setServiceParent(self)
+        l2tp.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> defer.Deferred[None]:
+        service.Service.stopService(self)
+        stopped: defer.Deferred[None] = defer.maybeDeferred(self.l2tp.stopService)
+        if self.pool is not None:
+            pool = self.pool
+            stopped.addBoth(lambda _: pool.stopService())
+        return stopped
+
+
 def make_service(
-    config: Config, reactor: IReactorTime | None = None, calls: CallHandler | None = None
-) -> service.MultiService:
-    """Every service of the node, named so tests and tools can find them."""
-    top = service.MultiService()
+    config: Config,
+    reactor: IReactorTime | None = None,
+    authenticator: Authenticator | None = None,
+    allocator: AddressAllocator | None = None,
+) -> NodeService:
+    """Every service of the node. Tests inject their own AAA or allocator."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    assert reactor is not None
+    pool_service: AddressPoolService | None = None
+    if allocator is None:
+        pool = SqlAddressPool.from_config(config, reactor=reactor)  # type: ignore[arg-type]
+        pool_service = AddressPoolService(pool, migrate=config.database.migrate_on_start)
+        allocator = pool
+    calls = PppCalls(
+        ppp_settings(config),
+        authenticator if authenticator is not None else NoAuthenticator(NO_AAA),
+        allocator,
+        reactor,
+        random.SystemRandom(),
+    )
     endpoint = LnsEndpoint(tunnel_settings(config), lac_matches(config))
     l2tp = L2tpService(
         endpoint, (config.l2tp.listen_host, config.l2tp.listen_port), reactor=reactor, calls=calls
     )
-    l2tp.setName("l2tp")  # type: ignore[no-untyped-call]
-    l2tp.setServiceParent(top)  # type: ignore[no-untyped-call]
-    return top
+    calls.link = l2tp
+    return NodeService(l2tp, pool_service)

@@ -45,6 +45,9 @@ class CallEstablished:
 
     tunnel_id: int
     call: IncomingCall
+    lac_name: str = ""
+    lac_hostname: str = ""
+    lac_address: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -389,7 +389,11 @@ class ControlConnection:
             ]
         if mtype == MessageType.ICCN and call.state is CallState.WAIT_CONNECT:
             call.connect(message)
-            return [CallEstablished(self.tunnel_id, call)]
+            return [
+                CallEstablished(
+                    self.tunnel_id, call, self.lac.name, self.peer_hostname, self.peer[0]
+                )
+            ]
         if mtype == MessageType.WEN:
             errors = message.get(AttributeType.CALL_ERRORS)
             call.call_errors = errors if isinstance(errors, CallErrors) else call.call_errors

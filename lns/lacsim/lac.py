@@ -16,6 +16,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lns.deadlines import Deadlines
 from lns.l2tp.avp import AttributeType, Avp, MessageType, ResultCode, make
 from lns.l2tp.header import ControlPacket, DataPacket, decode_packet, encode_control, encode_data
 from lns.l2tp.message import ControlMessage, decode_message, encode_message
@@ -23,6 +24,7 @@ from lns.l2tp.proxy import ProxyAuthenType
 from lns.l2tp.reliable import ReliableChannel, RetransmitPolicy
 from lns.l2tp.tunnel import PROTOCOL_VERSION_1_0, challenge_response
 from lns.l2tp.wire import MalformedPacket
+from lns.lacsim.device import Device
 
 # LCP Configure-Request options (RFC 1661 section 6) as a LAC passes them on.
 LCP_MRU_1450 = bytes([1, 4, 0x05, 0xAA])
@@ -112,6 +114,8 @@ class SimulatedCall:
     result: ResultCode | None = None  # from the LNS's CDN
     frames: list[bytes] = field(default_factory=list)
     data_sequence: list[int | None] = field(default_factory=list)
+    device: Device | None = None  # the PPP end of the call, when the test wants one
+    _data_ns: int = 0
 
 
 @dataclass(eq=False)
@@ -153,6 +157,8 @@ class Lac:
         self.malformed_received = 0
         self._outbox: list[bytes] = []
         self._next_serial = 1
+        self._devices: Deadlines[SimulatedCall] = Deadlines()
+        self._now = 0.0  # the time of the latest event, for devices started from a reply
 
     # --- what a LAC does ---------------------------------------------------------
 
@@ -189,8 +195,13 @@ class Lac:
         proxy_lcp: ProxyLcpSpec | None = None,
         proxy_auth: ProxyAuthSpec | None = None,
         sequencing: bool = False,
+        device: Device | None = None,
     ) -> SimulatedCall:
-        """ICRQ now; the ICCN with the proxy AVPs follows when the ICRP arrives."""
+        """ICRQ now; the ICCN with the proxy AVPs follows when the ICRP arrives.
+
+        With a ``device``, the call's PPP frames are answered by it once the
+        ICCN is sent (LCP, authentication, IPCP, echoes).
+        """
         call = SimulatedCall(
             tunnel,
             self._free_id(tunnel.calls),
@@ -199,6 +210,7 @@ class Lac:
             proxy_lcp,
             proxy_auth,
             sequencing,
+            device=device,
         )
         tunnel.calls[call.session_id] = call
         serial = self._next_serial
@@ -277,6 +289,7 @@ class Lac:
     # --- input ------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, now: float) -> None:
+        self._now = now
         try:
             packet = decode_packet(data)
         except MalformedPacket:
@@ -290,6 +303,8 @@ class Lac:
             if call is not None:
                 call.frames.append(packet.payload)
                 call.data_sequence.append(packet.ns)
+                if call.device is not None:
+                    self._device_output(call, call.device.frame_received(packet.payload, now))
             return
         self._control(tunnel, packet, now)
 
@@ -381,6 +396,22 @@ class Lac:
             avps.append(make(AttributeType.SEQUENCING_REQUIRED, None))
         call.phase = Phase.ESTABLISHED
         self._send(call.tunnel, MessageType.ICCN, avps, call.peer_session_id)
+        if call.device is not None:
+            self._device_output(call, call.device.start(self._now))
+
+    def _device_output(self, call: SimulatedCall, frames: list[bytes]) -> None:
+        """Frames from the device go out as data messages; its timer is rescheduled."""
+        for frame in frames:
+            ns = None
+            if call.sequencing:
+                ns, call._data_ns = call._data_ns, (call._data_ns + 1) % 0x10000
+            self._outbox.append(
+                encode_data(call.tunnel.peer_tunnel_id, call.peer_session_id, frame, ns=ns)
+            )
+        if call.device is not None and call.phase is not Phase.CLOSED:
+            self._devices.set(call, call.device.get_timer())
+        else:
+            self._devices.discard(call)
 
     # --- output and timers ------------------------------------------------------------
 
@@ -402,6 +433,10 @@ class Lac:
         return out
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
+        for call in self._devices.pop_due(now):
+            if call.device is not None and call.phase is not Phase.CLOSED:
+                self._device_output(call, call.device.handle_timer(now))
         for tunnel in self.tunnels.values():
             tunnel.channel.handle_timer(now)
             if tunnel.channel.failed and tunnel.phase is not Phase.CLOSED:
@@ -412,6 +447,9 @@ class Lac:
         deadlines = [
             t for tunnel in self.tunnels.values() if (t := tunnel.channel.get_timer()) is not None
         ]
+        device_deadline = self._devices.earliest()
+        if device_deadline is not None:
+            deadlines.append(device_deadline)
         return min(deadlines) if deadlines else None
 
     def _free_id(self, used: Mapping[int, object]) -> int:

@@ -120,8 +120,11 @@ def test_twistd_serves_a_session_and_stops_with_stopccn(tmp_path: Path):
     # twistd ends itself with the signal that stopped it, as a daemon should.
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "tunnel up: LAC loopback-lac (lac1)" in output
-    assert f"session up: ICCID {ICCID}" in output
+    assert f"call up: ICCID {ICCID}" in output
+    # No AAA back end is configured in this build: the session is refused, saying why.
     assert f"session down: ICCID {ICCID}" in output
+    assert "authentication unavailable: no AAA back end" in output
+    assert f"call down: ICCID {ICCID}" in output
     assert "tunnel down: LAC loopback-lac" in output
     assert "LNS is shutting down" in output
     assert "some LACs did not acknowledge" not in output

@@ -1,0 +1,275 @@
+"""The SQL address pool for the reactor: `lns.pool.allocator` on a bounded thread pool.
+
+Allocation blocks on the database, so it runs on this adapter's own
+`ThreadPool` (DESIGN.md section 6: nothing blocks the reactor, and SQL work
+never queues behind or ahead of anything else in the reactor's shared pool).
+Each call is one transaction on a connection of the engine's pool, which holds
+as many connections as there are threads.
+
+`start()` prepares the database before the first allocation: it runs the
+migrations when asked (`[database] migrate_on_start`) or checks the schema is
+current, then ends every lease this node still holds from before its restart
+(its sessions died with it). Allocations asked for meanwhile wait for it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from lns.config import Config
+from lns.pool import allocator, database
+from lns.pool.allocator import AllocationRequest, Lease, PoolUnavailable
+
+__all__ = ["AddressPoolService", "SqlAddressPool"]
+
+_T = TypeVar("_T")
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class SqlAddressPool:
+    """`allocate(request) -> Deferred[Lease]` and `release(lease) -> Deferred[None]`.
+
+    Failures are `lns.pool.allocator.PoolError`s: the refusals of the allocator
+    (UnknownPool, PoolExhausted, AddressInUse, ...) and PoolUnavailable when the
+    database cannot be used (its message is one line, without the password).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        engine: Engine,
+        node: str,
+        *,
+        default_pool: str = "default",
+        threads: int = 4,
+        reactor: IReactorFromThreads | None = None,
+    ) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor  # type: ignore[assignment]
+        assert reactor is not None
+        self.engine = engine
+        self.node = node
+        self.default_pool = default_pool
+        self._reactor = reactor
+        self._threadpool = ThreadPool(minthreads=0, maxthreads=threads, name="lns-sql-pool")
+        self._state = _State.NEW
+        self._failure: PoolUnavailable | None = None
+        self._waiters: list[defer.Deferred[None]] = []
+        self._in_flight: set[defer.Deferred[Any]] = set()
+
+    @classmethod
+    def from_config(
+        cls, config: Config, *, threads: int = 4, reactor: IReactorFromThreads | None = None
+    ) -> SqlAddressPool:
+        """The pool of `[database]`, allocating for `[lns] node_name`.
+
+        Raises `lns.pool.database.DatabaseUrlError` for an unusable URL.
+        """
+        return cls(
+            database.create_engine(config.database.url, pool_size=threads),
+            config.lns.node_name,
+            default_pool=config.database.default_pool,
+            threads=threads,
+            reactor=reactor,
+        )
+
+    # --- Life cycle ---
+
+    def start(self, *, migrate: bool = False) -> defer.Deferred[int]:
+        """Migrate (or check) the schema, then end this node's leases from before.
+
+        Fires with the number of leases ended; fails with PoolUnavailable, and
+        then every allocation fails the same way.
+        """
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"SqlAddressPool.start() called when {self._state.value}")
+        self._state = _State.STARTING
+        self._threadpool.start()
+        d = self._run(self._prepare, migrate)
+        d.addCallbacks(self._started, self._start_failed)
+        return d
+
+    def _prepare(self, migrate: bool) -> int:
+        if migrate:
+            database.upgrade(self.engine)
+        else:
+            database.require_current(self.engine)
+        with self.engine.begin() as connection:
+            return allocator.release_node(connection, self.node)
+
+    def _started(self, released: int) -> int:
+        if self._state is _State.STARTING:
+            self._state = _State.READY
+        self.log.info(
+            "address pool ready on {database}: released {released} lease(s) "
+            "that node {node} held before it started",
+            database=database.safe_url(self.engine.url),
+            released=released,
+            node=self.node,
+        )
+        self._wake()
+        return released
+
+    def _start_failed(self, failure: Failure) -> Failure:
+        error = failure.value
+        reason = str(error) if isinstance(error, PoolUnavailable) else repr(error)
+        if self._state is _State.STARTING:
+            self._state = _State.FAILED
+            self._failure = error if isinstance(error, PoolUnavailable) else PoolUnavailable(reason)
+        self.log.error(
+            "address pool on {database} unusable: {reason}",
+            database=database.safe_url(self.engine.url),
+            reason=reason,
+        )
+        self._wake()
+        return failure
+
+    def stop(self) -> defer.Deferred[None]:
+        """Let the calls in progress finish, then stop the threads and close the connections."""
+        was_running = self._state is not _State.NEW
+        self._state = _State.STOPPED
+        self._wake()
+        in_flight = list(self._in_flight)
+
+        def shut(_: object) -> None:
+            if was_running:
+                self._threadpool.stop()
+            self.engine.dispose()
+
+        d: defer.Deferred[Any] = defer.DeferredList(in_flight, consumeErrors=True)
+        d.addCallback(shut)
+        return d
+
+    # --- The address interface ---
+
+    def allocate(self, request: AllocationRequest) -> defer.Deferred[Lease]:
+        """Lease an address to a session of this node (pool None: the default pool)."""
+
+        def run(_: None) -> defer.Deferred[Lease]:
+            return self._run(self._allocate, request)
+
+        return self._when_ready().addCallback(run)
+
+    def _allocate(self, request: AllocationRequest) -> Lease:
+        with self.engine.begin() as connection:
+            return allocator.allocate(
+                connection,
+                request.pool if request.pool is not None else self.default_pool,
+                request.iccid,
+                self.node,
+                request.tunnel_id,
+                request.session_id,
+                request.requested_address,
+            )
+
+    def release(self, lease: Lease) -> defer.Deferred[None]:
+        """End the lease (the ICCID stays the address's last holder)."""
+
+        def run(_: None) -> defer.Deferred[None]:
+            return self._run(self._release, lease)
+
+        return self._when_ready().addCallback(run)
+
+    def _release(self, lease: Lease) -> None:
+        with self.engine.begin() as connection:
+            ended = allocator.release(connection, lease)
+        if not ended:
+            self.log.info(
+                "lease of {address} (ICCID {iccid}) had already ended",
+                address=str(lease.address),
+                iccid=lease.iccid,
+            )
+
+    # --- Plumbing ---
+
+    def _when_ready(self) -> defer.Deferred[None]:
+        if self._state is _State.READY:
+            return defer.succeed(None)
+        if self._state is _State.STARTING:
+            waiter: defer.Deferred[None] = defer.Deferred()
+            self._waiters.append(waiter)
+            return waiter
+        return defer.fail(self._unavailable())
+
+    def _unavailable(self) -> PoolUnavailable:
+        if self._state is _State.FAILED and self._failure is not None:
+            return self._failure
+        return PoolUnavailable(f"the address pool is {self._state.value}")
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if self._state is _State.READY:
+                waiter.callback(None)
+            else:
+                waiter.errback(self._unavailable())
+
+    def _run(self, work: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
+        d: defer.Deferred[_T] = deferToThreadPool(
+            self._reactor, self._threadpool, _database_work, work, *args
+        )
+        self._in_flight.add(d)
+
+        def done(result: object) -> object:
+            self._in_flight.discard(d)
+            return result
+
+        d.addBoth(done)
+        return d
+
+
+def _database_work(work: Callable[..., _T], *args: Any) -> _T:
+    """Run `work` in a pool thread; database failures become one-line PoolUnavailable."""
+    try:
+        return work(*args)
+    except database.SchemaNotCurrent as exc:
+        raise PoolUnavailable(str(exc)) from None
+    except SQLAlchemyError as exc:
+        orig = getattr(exc, "orig", None)
+        text = str(orig if orig is not None else exc).strip()
+        line = text.splitlines()[0] if text else type(exc).__name__
+        raise PoolUnavailable(f"database error: {line}") from None
+
+
+class AddressPoolService(service.Service):
+    """Starts and stops a SqlAddressPool with the node's other services."""
+
+    def __init__(self, pool: SqlAddressPool, *, migrate: bool) -> None:
+        self.pool = pool
+        self.migrate = migrate
+        self.ready: defer.Deferred[int] | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.ready = self.pool.start(migrate=self.migrate)
+        # Logged by the pool; allocations fail with the reason. Keep it out of
+        # "Unhandled error in Deferred".
+        self.ready.addErrback(lambda _: None)
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        return self.pool.stop()

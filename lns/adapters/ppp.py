@@ -1,0 +1,270 @@
+"""The PPP layer on Twisted: one :class:`~lns.ppp.session.PppSession` per L2TP call.
+
+Carries out the sessions' effects: frames go down the L2TP call, Authenticate
+goes to the AAA back end, AllocateAddress and ReleaseAddress to the address
+pool, SessionClosed becomes a CDN with the result code its cause maps to.
+Every session's next deadline lives in one heap behind one reactor timer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Protocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from lns.adapters.timers import DeadlineTimer
+from lns.deadlines import Deadlines
+from lns.l2tp.avp import ResultCode
+from lns.l2tp.effects import CallCleared, CallEstablished
+from lns.l2tp.result import CdnResult
+from lns.pool.allocator import AllocationRequest, Lease
+from lns.ppp.auth import AuthRequest, CallContext, Decision
+from lns.ppp.session import (
+    AllocateAddress,
+    Authenticate,
+    Effect,
+    PppSession,
+    PppSettings,
+    ReleaseAddress,
+    SendFrame,
+    SessionClosed,
+    SessionOpened,
+)
+from lns.ppp.termination import TerminateCause
+
+CallKey = tuple[int, int]  # (our tunnel ID, our session ID)
+
+# The CDN Result Code (RFC 2661 section 4.4.2) sent for each cause (RFC 2866 section 5.10).
+CDN_RESULT: dict[TerminateCause, CdnResult] = {
+    TerminateCause.USER_REQUEST: CdnResult.ADMINISTRATIVE,
+    TerminateCause.LOST_CARRIER: CdnResult.LOST_CARRIER,
+    TerminateCause.LOST_SERVICE: CdnResult.LOST_CARRIER,
+    TerminateCause.IDLE_TIMEOUT: CdnResult.TIMEOUT,
+    TerminateCause.SESSION_TIMEOUT: CdnResult.TIMEOUT,
+    TerminateCause.ADMIN_RESET: CdnResult.ADMINISTRATIVE,
+    TerminateCause.ADMIN_REBOOT: CdnResult.ADMINISTRATIVE,
+    TerminateCause.PORT_ERROR: CdnResult.GENERAL_ERROR,
+    TerminateCause.NAS_ERROR: CdnResult.GENERAL_ERROR,
+    TerminateCause.NAS_REQUEST: CdnResult.ADMINISTRATIVE,
+    TerminateCause.NAS_REBOOT: CdnResult.ADMINISTRATIVE,
+    TerminateCause.PORT_UNNEEDED: CdnResult.ADMINISTRATIVE,
+    TerminateCause.SERVICE_UNAVAILABLE: CdnResult.TEMPORARY_LACK_OF_FACILITIES,
+    TerminateCause.USER_ERROR: CdnResult.GENERAL_ERROR,
+}
+
+
+class Authenticator(Protocol):
+    """The AAA back end (RADIUS in production)."""
+
+    def authenticate(self, request: AuthRequest) -> defer.Deferred[Decision]: ...
+
+
+class AddressAllocator(Protocol):
+    """The address pool (SQL in production)."""
+
+    def allocate(self, request: AllocationRequest) -> defer.Deferred[Lease]: ...
+
+    def release(self, lease: Lease) -> defer.Deferred[None]: ...
+
+
+class CallLink(Protocol):
+    """What the PPP layer needs of the L2TP service."""
+
+    def send_ppp(self, tunnel_id: int, session_id: int, frame: bytes) -> bool: ...
+
+    def disconnect_call(
+        self, tunnel_id: int, session_id: int, result: ResultCode, reason: str
+    ) -> None: ...
+
+
+class NoAuthenticator:
+    """Refuses every session: the server runs without an AAA back end configured."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def authenticate(self, request: AuthRequest) -> defer.Deferred[Decision]:
+        return defer.succeed(Decision(False, reason=self.reason, reachable=False))
+
+
+class PppCalls:
+    """The CallHandler of the L2TP service: PPP for every established call."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: PppSettings,
+        authenticator: Authenticator,
+        allocator: AddressAllocator,
+        clock: IReactorTime,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.allocator = allocator
+        self.clock = clock
+        self.link: CallLink | None = None
+        self.sessions: dict[CallKey, PppSession] = {}
+        self._rng = rng if rng is not None else random.Random()
+        self._deadlines: Deadlines[CallKey] = Deadlines()
+        self._timer = DeadlineTimer(clock, self._on_timer)
+
+    # --- CallHandler ----------------------------------------------------------------
+
+    def call_established(self, event: CallEstablished) -> None:
+        call = event.call
+        key = (event.tunnel_id, call.session_id)
+        context = CallContext(
+            iccid=call.iccid,
+            called_number=call.called_number,
+            lac_name=event.lac_name,
+            lac_hostname=event.lac_hostname,
+            lac_address=event.lac_address,
+            tunnel_id=event.tunnel_id,
+            session_id=call.session_id,
+            tx_connect_speed=call.tx_connect_speed,
+            rx_connect_speed=call.rx_connect_speed,
+        )
+        session = PppSession(context, self.settings, self._rng, call.proxy_lcp, call.proxy_auth)
+        self.sessions[key] = session
+        self._apply(key, session, session.start(self.clock.seconds()))
+
+    def ppp_frame_received(self, tunnel_id: int, session_id: int, frame: bytes) -> None:
+        key = (tunnel_id, session_id)
+        session = self.sessions.get(key)
+        if session is None:
+            return
+        effects = session.frame_received(frame, self.clock.seconds())
+        if effects:
+            self._apply(key, session, effects)
+
+    def call_cleared(self, event: CallCleared) -> None:
+        key = (event.tunnel_id, event.session_id)
+        session = self.sessions.pop(key, None)
+        if session is not None:
+            self._apply(key, session, session.call_cleared(self.clock.seconds()))
+
+    # --- commands ---------------------------------------------------------------------
+
+    def close(self, key: CallKey, cause: TerminateCause, message: str) -> bool:
+        """End a session from our side (admin kill, shutdown)."""
+        session = self.sessions.get(key)
+        if session is None:
+            return False
+        self._apply(key, session, session.close(cause, message, self.clock.seconds()))
+        return True
+
+    # --- effects ----------------------------------------------------------------------
+
+    def _apply(self, key: CallKey, session: PppSession, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, SendFrame):
+                if self.link is not None:
+                    self.link.send_ppp(key[0], key[1], effect.frame)
+            elif isinstance(effect, Authenticate):
+                self._authenticate(key, session, effect.request)
+            elif isinstance(effect, AllocateAddress):
+                self._allocate(key, session, effect)
+            elif isinstance(effect, ReleaseAddress):
+                self._release(effect.lease)
+            elif isinstance(effect, SessionOpened):
+                self._opened(key, session, effect)
+            elif isinstance(effect, SessionClosed):
+                self._closed(key, session, effect)
+        if self.sessions.get(key) is session:
+            self._deadlines.set(key, session.get_timer())
+        else:
+            self._deadlines.discard(key)
+        self._timer.set(self._deadlines.earliest())
+
+    def _feed(
+        self, key: CallKey, session: PppSession, event: Callable[[float], list[Effect]]
+    ) -> None:
+        """Deliver an asynchronous result (AAA, pool) to the session that asked for it."""
+        self._apply(key, session, event(self.clock.seconds()))
+
+    def _authenticate(self, key: CallKey, session: PppSession, request: AuthRequest) -> None:
+        def unreachable(failure: Failure) -> Decision:
+            self.log.failure(
+                "AAA back end failed for ICCID {iccid}", failure, iccid=request.context.iccid
+            )
+            return Decision(False, reason="AAA back end error", reachable=False)
+
+        answer = self.authenticator.authenticate(request)
+        answer.addErrback(unreachable)
+        answer.addCallback(
+            lambda decision: self._feed(
+                key, session, lambda now: session.authenticated(decision, now)
+            )
+        )
+
+    def _allocate(self, key: CallKey, session: PppSession, effect: AllocateAddress) -> None:
+        request = AllocationRequest(
+            iccid=effect.iccid,
+            tunnel_id=key[0],
+            session_id=key[1],
+            pool=effect.pool,
+            requested_address=effect.requested,
+        )
+
+        def assigned(lease: Lease) -> None:
+            self._feed(
+                key, session, lambda now: session.address_assigned(lease.address, lease, now)
+            )
+
+        def failed(failure: Failure) -> None:
+            reason = str(failure.value) or type(failure.value).__name__
+            self._feed(key, session, lambda now: session.address_failed(reason, now))
+
+        self.allocator.allocate(request).addCallbacks(assigned, failed)
+
+    def _release(self, lease: object) -> None:
+        assert isinstance(lease, Lease)
+
+        def failed(failure: Failure) -> None:
+            # The lease stays recorded; `lns-admin lease release` or the next start frees it.
+            self.log.error(
+                "could not release {address}: {reason}",
+                address=str(lease.address),
+                reason=str(failure.value),
+            )
+
+        self.allocator.release(lease).addErrback(failed)
+
+    def _opened(self, key: CallKey, session: PppSession, effect: SessionOpened) -> None:
+        self.log.info(
+            "session up: ICCID {iccid}, address {address}, tunnel {tunnel} session {session}",
+            iccid=session.context.iccid,
+            address=str(effect.address),
+            tunnel=key[0],
+            session=key[1],
+        )
+
+    def _closed(self, key: CallKey, session: PppSession, effect: SessionClosed) -> None:
+        self.log.info(
+            "session down: ICCID {iccid}, tunnel {tunnel} session {session}: {reason}",
+            iccid=session.context.iccid,
+            tunnel=key[0],
+            session=key[1],
+            reason=effect.message,
+        )
+        if self.sessions.get(key) is not session:
+            return  # the call is already gone (CDN from the LAC, tunnel down)
+        del self.sessions[key]
+        if self.link is not None:
+            result = ResultCode(CDN_RESULT[effect.cause], 0, effect.message[:200])
+            self.link.disconnect_call(key[0], key[1], result, effect.message)
+
+    def _on_timer(self) -> None:
+        now = self.clock.seconds()
+        for key in self._deadlines.pop_due(now):
+            session = self.sessions.get(key)
+            if session is not None:
+                self._apply(key, session, session.handle_timer(now))
+        self._timer.set(self._deadlines.earliest())
