@@ -27,6 +27,10 @@ IPv4 = ipaddress.IPv4Address
 UNSPECIFIED = IPv4("0.0.0.0")
 
 
+def _u16(value: int) -> bytes:
+    return value.to_bytes(2, "big")
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceBehaviour:
     password: bytes = b"password"
@@ -37,6 +41,9 @@ class DeviceBehaviour:
     answer_echo: bool = True
     mru: int = 1450
     extra_lcp_options: tuple[Option, ...] = ()  # e.g. an option the LNS must Nak or Reject
+    nak_mru: int | None = None  # Nak the LNS's MRU with this value until it asks for it
+    reject_lcp_options: tuple[int, ...] = ()  # option types of the LNS's request to Reject
+    ask_nbns: bool = False  # also ask for NBNS servers (RFC 1877 options 130/132)
 
 
 class _DeviceLcp:
@@ -56,6 +63,13 @@ class _DeviceLcp:
         ]
 
     def judge(self, options: list[Option]) -> Verdict:
+        rejected = tuple(o for o in options if o.type in self.behaviour.reject_lcp_options)
+        if rejected:
+            return Verdict("reject", rejected)
+        mru = self.behaviour.nak_mru
+        for option in options:
+            if option.type == LcpOption.MRU and mru is not None and option.data != _u16(mru):
+                return Verdict("nak", (Option(LcpOption.MRU, _u16(mru)),))
         for option in options:
             if option.type == LcpOption.AUTH_PROTOCOL:
                 wanted = auth_protocol_of(option)
@@ -90,11 +104,17 @@ class _DeviceIpcp:
             if behaviour.ask_dns
             else {}
         )
+        self.nbns: dict[int, IPv4] = (
+            {IpcpOption.PRIMARY_NBNS: UNSPECIFIED, IpcpOption.SECONDARY_NBNS: UNSPECIFIED}
+            if behaviour.ask_nbns
+            else {}
+        )
         self.gateway: IPv4 | None = None
 
     def request(self) -> list[Option]:
         options = [address_option(IpcpOption.IP_ADDRESS, self.address)]
         options += [address_option(IpcpOption(kind), a) for kind, a in self.dns.items()]
+        options += [address_option(IpcpOption(kind), a) for kind, a in self.nbns.items()]
         return options
 
     def judge(self, options: list[Option]) -> Verdict:
@@ -111,10 +131,13 @@ class _DeviceIpcp:
                 self.address = IPv4(option.data)
             elif option.type in self.dns:
                 self.dns[option.type] = IPv4(option.data)
+            elif option.type in self.nbns:
+                self.nbns[option.type] = IPv4(option.data)
 
     def reject_received(self, options: list[Option]) -> None:
         for option in options:
             self.dns.pop(option.type, None)
+            self.nbns.pop(option.type, None)
 
     def acked(self, options: list[Option]) -> None:
         return None
@@ -259,7 +282,8 @@ class Device:
     # --- timers -----------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        times = [t for t in (self.lcp.get_timer(), self.ipcp.get_timer(), self._pap_deadline) if t]
+        timers = (self.lcp.get_timer(), self.ipcp.get_timer(), self._pap_deadline)
+        times = [t for t in timers if t is not None]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> list[bytes]:

@@ -82,6 +82,9 @@ class LcpPolicy:
         self.peer_mru = DEFAULT_MRU
         self.peer_magic: int | None = None
         self.failure: str | None = None
+        # RFC 1661 section 5.8: Echo and Discard carry our Magic-Number only once the
+        # peer acked it, zero until then (and for good when it rejected the option).
+        self.magic_negotiated = False
         self._ask_mru = True
         self._ask_magic = True
 
@@ -172,7 +175,13 @@ class LcpPolicy:
                 self.failure = "the device rejected authentication"
 
     def acked(self, options: list[Option]) -> None:
-        return None
+        if any(option.type == LcpOption.MAGIC_NUMBER for option in options):
+            self.magic_negotiated = True
+
+    @property
+    def echo_magic(self) -> int:
+        """The Magic-Number field of our Echo-Request/Reply (RFC 1661 section 5.8)."""
+        return self.magic if self.magic_negotiated else 0
 
 
 # --- proxy LCP ----------------------------------------------------------------------

@@ -6,7 +6,8 @@ authentication per ``no_proxy_auth`` (ICCID alone, our own CHAP/PAP
 challenge, or reject). AUTHORIZE and ADDRESS: waiting for AAA and the address
 pool (effects out, results in). NETWORK: IPCP. OPENED: LCP Echo keepalive,
 Session-Timeout and Idle-Timeout. Protocols we do not run (IPv6CP, CCP, any
-other) get an LCP Protocol-Reject.
+other) get an LCP Protocol-Reject. A device that renegotiates LCP or IPCP once
+they are Opened ends the session (Terminate-Request) rather than renegotiating.
 
 I/O-free: events in (``start``, ``frame_received``, ``authenticated``,
 ``address_assigned``, ``handle_timer``, ``close``), effects out, one deadline
@@ -26,9 +27,9 @@ from lns.ppp import chap, pap
 from lns.ppp.auth import AuthMethod, AuthRequest, AuthSource, CallContext, Decision
 from lns.ppp.automaton import (
     Automaton,
+    Ignored,
     LayerDown,
     LayerFinished,
-    LayerStarted,
     LayerUp,
     Send,
 )
@@ -36,7 +37,7 @@ from lns.ppp.automaton import State as AutomatonState
 from lns.ppp.frame import MalformedFrame, Protocol, decode_frame, encode_frame
 from lns.ppp.ipcp import IpcpPolicy
 from lns.ppp.lcp import AuthProtocol, LcpPolicy, judge_proxy_lcp
-from lns.ppp.packet import Code, ControlPacket, decode_packet
+from lns.ppp.packet import Code, ControlPacket, decode_options, decode_packet
 from lns.ppp.termination import TerminateCause
 
 IPv4 = ipaddress.IPv4Address
@@ -116,6 +117,26 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
+# LCP states where a Close sends a Terminate-Request (RFC 1661 section 4.1).
+_TERMINATE_STATES = frozenset(
+    {
+        AutomatonState.OPENED,
+        AutomatonState.REQ_SENT,
+        AutomatonState.ACK_RCVD,
+        AutomatonState.ACK_SENT,
+    }
+)
+_CONFIGURE_CODES = frozenset(
+    {Code.CONFIGURE_REQUEST, Code.CONFIGURE_ACK, Code.CONFIGURE_NAK, Code.CONFIGURE_REJECT}
+)
+
+
+def _check_options(packet: ControlPacket) -> None:
+    """Raise MalformedFrame when a Configure-* packet's options do not parse (RFC 1661 6)."""
+    if packet.code in _CONFIGURE_CODES:
+        decode_options(packet.data)
+
+
 # Proxy Authen Types we can check without a PPP exchange.
 _PROXY_METHODS = {ProxyAuthenType.CHAP: AuthMethod.CHAP, ProxyAuthenType.PAP: AuthMethod.PAP}
 
@@ -172,6 +193,7 @@ class PppSession:
         self._session_deadline: float | None = None
         self._pap_id = 0
         self._adopted_magic = self.lcp_policy.magic
+        self._adopted_magic_negotiated = False
         self._adopted_peer_mru = self.lcp_policy.peer_mru
 
     def _automaton(self, policy: LcpPolicy | IpcpPolicy) -> Automaton:
@@ -207,6 +229,7 @@ class PppSession:
             verdict = self._judge_proxy()
             if verdict is None:
                 self.lcp_policy.magic = self._adopted_magic
+                self.lcp_policy.magic_negotiated = self._adopted_magic_negotiated
                 self.lcp_policy.peer_mru = self._adopted_peer_mru
                 return self._handle_lcp(self.lcp.force_opened(now), now)
             if policy == "never":
@@ -234,6 +257,7 @@ class PppSession:
             # Challenge with the protocol the device already agreed to.
             self.lcp_policy.auth_choices = [verdict.auth]
         self._adopted_magic = verdict.our_magic or self.lcp_policy.magic
+        self._adopted_magic_negotiated = bool(verdict.our_magic)
         self._adopted_peer_mru = verdict.peer_mru
         return None
 
@@ -291,7 +315,7 @@ class PppSession:
                 self.counters.discarded += 1
                 return []
             if code == Code.ECHO_REQUEST:
-                magic = self.lcp_policy.magic.to_bytes(4, "big")
+                magic = self.lcp_policy.echo_magic.to_bytes(4, "big")
                 reply = ControlPacket(Code.ECHO_REPLY, packet.identifier, magic + packet.data[4:])
                 return [self._lcp_send(reply)]
             if code == Code.ECHO_REPLY:
@@ -300,6 +324,15 @@ class PppSession:
             if code == Code.PROTOCOL_REJECT and packet.data[:2] == Protocol.IPCP.to_bytes(2, "big"):
                 return self.close(TerminateCause.USER_ERROR, "the device rejected IPCP", now)
             return []
+        _check_options(packet)
+        if code == Code.CONFIGURE_REQUEST and self.lcp.state is AutomatonState.OPENED:
+            # RFC 1661 section 4.1 lets the peer renegotiate from Opened (tld); the call
+            # was set up with the LCP we have, so a device that restarts LCP ends it.
+            return self.close(
+                TerminateCause.NAS_REQUEST,
+                "the device renegotiated LCP after the link was up (not supported)",
+                now,
+            )
         return self._handle_lcp(self.lcp.receive(packet, now), now)
 
     def _ipcp_packet(self, packet: ControlPacket, now: float) -> list[Effect]:
@@ -307,38 +340,60 @@ class PppSession:
             # RFC 1661 section 3.4: NCP packets before the network phase are discarded.
             self.counters.discarded += 1
             return []
+        _check_options(packet)
+        if packet.code == Code.CONFIGURE_REQUEST and self.ipcp.state is AutomatonState.OPENED:
+            return self.close(
+                TerminateCause.NAS_REQUEST,
+                "the device renegotiated IPCP after the session was up (not supported)",
+                now,
+            )
         return self._handle_ipcp(self.ipcp.receive(packet, now), now)
 
     # --- LCP and IPCP automaton effects ---------------------------------------------------
 
     def _handle_lcp(self, effects: Sequence[object], now: float) -> list[Effect]:
         out: list[Effect] = []
+        ended: str | None = None  # why LCP left Opened or finished
         for effect in effects:
             if isinstance(effect, Send):
+                # Once LCP went down, or our options ran out, the session ends (close sends
+                # Terminate-Request): the automaton's new Configure-Request stays home.
+                if effect.packet.code == Code.CONFIGURE_REQUEST and (
+                    ended is not None or self.lcp_policy.failure
+                ):
+                    continue
                 out.append(self._lcp_send(effect.packet))
+            elif isinstance(effect, Ignored):
+                self.counters.discarded += 1
             elif isinstance(effect, LayerUp):
                 out += self._authenticate(now)
-            elif isinstance(effect, (LayerDown, LayerFinished)) and self.phase is not Phase.CLOSED:
-                reason = getattr(effect, "reason", "") or "LCP went down"
-                out += self.close(TerminateCause.USER_REQUEST, f"LCP: {reason}", now)
-        if self.lcp_policy.failure and self.phase is not Phase.CLOSED:
+            elif isinstance(effect, (LayerDown, LayerFinished)):
+                ended = ended or effect.reason or "LCP went down"
+        # Closed after the packets of this step (a Terminate-Ack goes out before the call ends).
+        if ended is not None:
+            out += self.close(TerminateCause.USER_REQUEST, f"LCP: {ended}", now)
+        elif self.lcp_policy.failure:
             out += self.close(TerminateCause.USER_ERROR, f"LCP: {self.lcp_policy.failure}", now)
         return out
 
     def _handle_ipcp(self, effects: Sequence[object], now: float) -> list[Effect]:
         out: list[Effect] = []
+        ended: str | None = None
         for effect in effects:
             if isinstance(effect, Send):
+                if ended is not None and effect.packet.code == Code.CONFIGURE_REQUEST:
+                    continue  # as for LCP: no renegotiation, the session ends
                 out.append(self._send(Protocol.IPCP, effect.packet))
+            elif isinstance(effect, Ignored):
+                self.counters.discarded += 1
             elif isinstance(effect, LayerUp):
                 out += self._opened(now)
-            elif isinstance(effect, (LayerDown, LayerFinished)) and self.phase is not Phase.CLOSED:
-                reason = getattr(effect, "reason", "") or "IPCP went down"
-                out += self.close(TerminateCause.USER_REQUEST, f"IPCP: {reason}", now)
-            elif isinstance(effect, LayerStarted):
-                pass
+            elif isinstance(effect, (LayerDown, LayerFinished)):
+                ended = ended or effect.reason or "IPCP went down"
         policy = self.ipcp_policy
-        if policy is not None and policy.failure and self.phase is not Phase.CLOSED:
+        if ended is not None:
+            out += self.close(TerminateCause.USER_REQUEST, f"IPCP: {ended}", now)
+        elif policy is not None and policy.failure:
             out += self.close(TerminateCause.USER_ERROR, f"IPCP: {policy.failure}", now)
         return out
 
@@ -378,7 +433,10 @@ class PppSession:
 
     def _send_challenge(self, now: float) -> SendFrame:
         self._challenge = self._rng.randbytes(chap.CHALLENGE_LENGTH)
-        self._challenge_id = self._rng_id()
+        # RFC 1994 section 4.1: a new Identifier for every Challenge, retransmissions included.
+        self._challenge_id = (
+            self._rng_id() if self._challenges_sent == 0 else (self._challenge_id + 1) % 256
+        )
         self._challenges_sent += 1
         self._auth_deadline = now + self.settings.restart_interval
         packet = chap.challenge(self._challenge_id, self._challenge, self.settings.hostname)
@@ -558,7 +616,7 @@ class PppSession:
             )
         self._echo_outstanding += 1
         self._echo_deadline = now + self.settings.echo_interval
-        magic = self.lcp_policy.magic.to_bytes(4, "big")
+        magic = self.lcp_policy.echo_magic.to_bytes(4, "big")
         return [self._lcp_send(ControlPacket(Code.ECHO_REQUEST, self._next_extra_id(), magic))]
 
     def _session_timer(self, now: float) -> list[Effect]:
@@ -578,7 +636,7 @@ class PppSession:
         was_open = self.phase is Phase.OPENED
         self.phase = Phase.CLOSED
         out: list[Effect] = []
-        if self.lcp.state is AutomatonState.OPENED:
+        if self.lcp.state in _TERMINATE_STATES:
             for effect in self.lcp.close(now, message):
                 if isinstance(effect, Send):
                     out.append(self._lcp_send(effect.packet))

@@ -14,6 +14,8 @@ from lns.l2tp.proxy import ProxyAuth, ProxyLcp
 from lns.lacsim.device import Device, DeviceBehaviour
 from lns.lacsim.lac import default_proxy_lcp, proxy_chap, proxy_pap
 from lns.ppp.auth import AuthRequest, CallContext, Decision
+from lns.ppp.frame import decode_frame
+from lns.ppp.packet import ControlPacket, decode_packet
 from lns.ppp.session import (
     AllocateAddress,
     Authenticate,
@@ -56,6 +58,17 @@ def to_l2tp_proxy_lcp(rng: random.Random) -> ProxyLcp:
 def to_l2tp_proxy_auth(kind: str, rng: random.Random, password: bytes = PASSWORD) -> ProxyAuth:
     spec = proxy_chap(password, rng) if kind == "chap" else proxy_pap(password)
     return ProxyAuth(spec.authen_type, spec.name, spec.challenge, spec.chap_id, spec.response)
+
+
+def packets(frames: list[bytes], protocol: int) -> list[ControlPacket]:
+    """The control packets of one PPP protocol among frames, decoded, in order."""
+    decoded = (decode_frame(frame) for frame in frames)
+    return [decode_packet(payload) for number, payload in decoded if number == protocol]
+
+
+def protocols(frames: list[bytes]) -> list[int]:
+    """The PPP protocol number of each frame."""
+    return [decode_frame(frame)[0] for frame in frames]
 
 
 class Link:
@@ -120,7 +133,8 @@ class Link:
     def advance(self, seconds: float) -> None:
         target = self.now + seconds
         while True:
-            times = [t for t in (self.session.get_timer(), self.device.get_timer()) if t]
+            timers = (self.session.get_timer(), self.device.get_timer())
+            times = [t for t in timers if t is not None]
             due = min(times) if times else None
             if due is None or due > target:
                 break
