@@ -9,7 +9,10 @@ as many connections as there are threads.
 `start()` prepares the database before the first allocation: it runs the
 migrations when asked (`[database] migrate_on_start`) or checks the schema is
 current, then ends every lease this node still holds from before its restart
-(its sessions died with it). Allocations asked for meanwhile wait for it.
+(its sessions died with it). Allocations asked for meanwhile wait for it. When
+it fails (PostgreSQL not up yet, schema not migrated), allocations fail at once
+with the reason while it is tried again, backing off from `retry_initial` to
+`retry_cap` seconds, until it succeeds or the pool is stopped.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -63,7 +66,11 @@ class SqlAddressPool:
         default_pool: str = "default",
         threads: int = 4,
         reactor: IReactorFromThreads | None = None,
+        clock: IReactorTime | None = None,
+        retry_initial: float = 1.0,
+        retry_cap: float = 30.0,
     ) -> None:
+        """`clock` schedules the start-up retries: `reactor` when it has time."""
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         if reactor is None:
@@ -71,14 +78,23 @@ class SqlAddressPool:
 
             reactor = global_reactor  # type: ignore[assignment]
         assert reactor is not None
+        if clock is None and IReactorTime.providedBy(reactor):
+            clock = reactor
         self.engine = engine
         self.node = node
         self.default_pool = default_pool
         self._reactor = reactor
+        self._clock = clock
+        self._retry_initial = retry_initial
+        self._retry_cap = retry_cap
+        self._retry_delay = retry_initial
+        self._retry: IDelayedCall | None = None
+        self._migrate = False
         self._threadpool = ThreadPool(minthreads=0, maxthreads=threads, name="lns-sql-pool")
         self._state = _State.NEW
         self._failure: PoolUnavailable | None = None
-        self._waiters: list[defer.Deferred[None]] = []
+        self._waiters: list[defer.Deferred[None]] = []  # allocations waiting for a start
+        self._ready_waiters: list[defer.Deferred[None]] = []  # when_ready(), across retries
         self._in_flight: set[defer.Deferred[Any]] = set()
 
     @classmethod
@@ -102,14 +118,19 @@ class SqlAddressPool:
     def start(self, *, migrate: bool = False) -> defer.Deferred[int]:
         """Migrate (or check) the schema, then end this node's leases from before.
 
-        Fires with the number of leases ended; fails with PoolUnavailable, and
-        then every allocation fails the same way.
+        Fires with the number of leases ended, or fails with PoolUnavailable:
+        then allocations fail with that reason while the start is tried again.
         """
         if self._state is not _State.NEW:
             raise RuntimeError(f"SqlAddressPool.start() called when {self._state.value}")
         self._state = _State.STARTING
+        self._migrate = migrate
         self._threadpool.start()
-        d = self._run(self._prepare, migrate)
+        return self._attempt()
+
+    def _attempt(self) -> defer.Deferred[int]:
+        self._retry = None
+        d = self._run(self._prepare, self._migrate)
         d.addCallbacks(self._started, self._start_failed)
         return d
 
@@ -122,8 +143,10 @@ class SqlAddressPool:
             return allocator.release_node(connection, self.node)
 
     def _started(self, released: int) -> int:
-        if self._state is _State.STARTING:
-            self._state = _State.READY
+        if self._state is _State.STOPPED:
+            return released
+        self._state = _State.READY
+        self._failure = None
         self.log.info(
             "address pool ready on {database}: released {released} lease(s) "
             "that node {node} held before it started",
@@ -135,23 +158,40 @@ class SqlAddressPool:
         return released
 
     def _start_failed(self, failure: Failure) -> Failure:
+        if self._state is _State.STOPPED:
+            return failure
         error = failure.value
         reason = str(error) if isinstance(error, PoolUnavailable) else repr(error)
-        if self._state is _State.STARTING:
-            self._state = _State.FAILED
-            self._failure = error if isinstance(error, PoolUnavailable) else PoolUnavailable(reason)
+        self._state = _State.FAILED
+        retrying = ""
+        if self._clock is not None:
+            delay = self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, self._retry_cap)
+            self._retry = self._clock.callLater(delay, self._retry_start)
+            retrying = f" (trying again in {delay:g} s)"
+        self._failure = PoolUnavailable(f"address pool not ready: {reason}{retrying}")
         self.log.error(
-            "address pool on {database} unusable: {reason}",
+            "address pool on {database} not ready: {reason}{retrying}",
             database=database.safe_url(self.engine.url),
             reason=reason,
+            retrying=retrying,
         )
         self._wake()
         return failure
 
+    def _retry_start(self) -> None:
+        # The failure was logged by _start_failed; nobody else waits on this one.
+        self._attempt().addErrback(lambda _: None)
+
     def stop(self) -> defer.Deferred[None]:
         """Let the calls in progress finish, then stop the threads and close the connections."""
+        if self._state is _State.STOPPED:
+            return defer.succeed(None)
         was_running = self._state is not _State.NEW
         self._state = _State.STOPPED
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
         self._wake()
         in_flight = list(self._in_flight)
 
@@ -163,6 +203,16 @@ class SqlAddressPool:
         d: defer.Deferred[Any] = defer.DeferredList(in_flight, consumeErrors=True)
         d.addCallback(shut)
         return d
+
+    def when_ready(self) -> defer.Deferred[None]:
+        """Fires once the pool is ready, after however many retries; fails if it is stopped."""
+        if self._state is _State.READY:
+            return defer.succeed(None)
+        if self._state is _State.STOPPED:
+            return defer.fail(self._unavailable())
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._ready_waiters.append(waiter)
+        return waiter
 
     # --- The address interface ---
 
@@ -222,6 +272,9 @@ class SqlAddressPool:
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
+        if self._state in (_State.READY, _State.STOPPED):
+            waiters += self._ready_waiters
+            self._ready_waiters = []
         for waiter in waiters:
             if self._state is _State.READY:
                 waiter.callback(None)

@@ -1,0 +1,540 @@
+"""Address allocation from the SQL pools (DESIGN.md section 5): plain synchronous functions.
+
+Every function takes a SQLAlchemy Connection and works inside the caller's
+transaction (`with engine.begin() as connection: allocate(connection, ...)`), so
+that a refusal rolls back to nothing written. Only `lns.adapters.pool` knows
+about threads.
+
+`allocate` tries, in order (FreeRADIUS sqlippool's order, with reservations
+first):
+
+1. the address reserved for this ICCID in the pool (`lns-admin pool reserve`);
+2. the requested address (RADIUS Framed-IP-Address), in whichever pool holds it,
+   refused with a reason when another live session holds it or it is reserved
+   for another ICCID;
+3. the address this ICCID held last, if it is free (sticky);
+4. the least recently used free address of the pool.
+
+Each step is one `UPDATE pool_address SET lease... WHERE id = (SELECT id ...
+FOR UPDATE [SKIP LOCKED] LIMIT 1) RETURNING ...` statement (steps 3 and 4 share
+one, `WHERE id = COALESCE((sticky), (least recently used))`, to save a round
+trip; the second subquery runs only when the first finds nothing). Before them,
+one query finds the leases and reservations of the ICCID and one the pool, so
+a typical allocation is three statements and a commit. On PostgreSQL the
+row lock makes concurrent allocators (threads, nodes) pick different rows: the
+sticky and least-recently-used steps skip rows another transaction is taking,
+the steps naming one address wait for it. SQLite ignores FOR UPDATE; there
+every transaction is `BEGIN IMMEDIATE` (see `lns.pool.database`), which
+serialises writers. Whatever the code does, the schema refuses two live leases
+for one ICCID in one pool, and an address row holds one lease at most.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Row,
+    ScalarSelect,
+    String,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from lns.pool.models import (
+    ICCID_LENGTH,
+    NODE_NAME_LENGTH,
+    LeaseOrigin,
+    Pool,
+    PoolAddress,
+    UtcDateTime,
+)
+
+__all__ = [
+    "AddressInUse",
+    "AddressOutsidePool",
+    "AddressReserved",
+    "AllocationRequest",
+    "IccidHasLease",
+    "Lease",
+    "LeaseOrigin",
+    "PoolError",
+    "PoolExhausted",
+    "PoolUnavailable",
+    "UnknownPool",
+    "allocate",
+    "reclaim_node",
+    "release",
+    "release_node",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationRequest:
+    """What the session layer asks for (the node is the allocating server's own)."""
+
+    iccid: str
+    tunnel_id: int  # our L2TP tunnel ID
+    session_id: int  # our L2TP session ID
+    pool: str | None = None  # Framed-Pool; None: `[database] default_pool`
+    requested_address: ipaddress.IPv4Address | None = None  # Framed-IP-Address
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A live lease. (address, generation) identifies it: see `release`."""
+
+    pool: str
+    address: ipaddress.IPv4Address
+    iccid: str
+    node: str
+    tunnel_id: int
+    session_id: int
+    started_at: datetime
+    origin: LeaseOrigin
+    generation: int
+
+
+if TYPE_CHECKING:
+    # A result row of any shape (SQLAlchemy 2.1 types rows by their columns).
+    AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+
+
+# --- Refusals: typed, and `str()` is one line for people ---
+
+
+class PoolError(Exception):
+    """An allocation or pool administration request was refused."""
+
+
+class UnknownPool(PoolError):
+    def __init__(self, pool: str) -> None:
+        super().__init__(f"no pool named {pool!r}")
+        self.pool = pool
+
+
+class PoolExhausted(PoolError):
+    def __init__(self, pool: str) -> None:
+        super().__init__(f"pool {pool!r} has no free address")
+        self.pool = pool
+
+
+class PoolUnavailable(PoolError):
+    """The database cannot be used now (unreachable, not migrated): a temporary refusal."""
+
+
+class AddressOutsidePool(PoolError):
+    """The address is in no pool (`pool` None) or not in the named pool."""
+
+    def __init__(self, address: ipaddress.IPv4Address, pool: str | None = None) -> None:
+        where = f"pool {pool!r}" if pool is not None else "any pool"
+        super().__init__(f"{address} is not in {where}")
+        self.address = address
+        self.pool = pool
+
+
+class AddressInUse(PoolError):
+    """Another live session holds the address; `holder` is its lease when known."""
+
+    def __init__(self, address: ipaddress.IPv4Address, holder: Lease | None = None) -> None:
+        if holder is None:
+            detail = "another live session"
+        else:
+            detail = (
+                f"the live session of ICCID {holder.iccid} on node {holder.node!r} "
+                f"(tunnel {holder.tunnel_id}, session {holder.session_id})"
+            )
+        super().__init__(f"{address} is held by {detail}")
+        self.address = address
+        self.holder = holder
+
+
+class AddressReserved(PoolError):
+    def __init__(self, address: ipaddress.IPv4Address, iccid: str) -> None:
+        super().__init__(f"{address} is reserved for ICCID {iccid}")
+        self.address = address
+        self.iccid = iccid
+
+
+class IccidHasLease(PoolError):
+    """The ICCID already holds a live lease in the pool (one per ICCID and pool).
+
+    Typically a SIM that reattached before its old session was torn down: the
+    caller may close the session of `lease` and try again.
+    """
+
+    def __init__(self, iccid: str, pool: str | None, lease: Lease | None = None) -> None:
+        where = f"pool {pool!r}" if pool is not None else "that pool"
+        held = f": {lease.address} on node {lease.node!r}" if lease is not None else ""
+        super().__init__(f"ICCID {iccid} already holds a live lease in {where}{held}")
+        self.iccid = iccid
+        self.pool = pool
+        self.lease = lease
+
+
+# --- Helpers ---
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+_FREE = and_(PoolAddress.lease_iccid.is_(None), PoolAddress.reserved_iccid.is_(None))
+
+_CLEARED_LEASE: Mapping[str, Any] = {
+    "lease_iccid": None,
+    "lease_node": None,
+    "lease_tunnel_id": None,
+    "lease_session_id": None,
+    "lease_started_at": None,
+    "lease_origin": None,
+}
+
+_LEASE_COLUMNS = (
+    PoolAddress.address,
+    PoolAddress.generation,
+    PoolAddress.lease_iccid,
+    PoolAddress.lease_node,
+    PoolAddress.lease_tunnel_id,
+    PoolAddress.lease_session_id,
+    PoolAddress.lease_started_at,
+    PoolAddress.lease_origin,
+)
+
+
+def lease_from_row(pool: str, row: AnyRow) -> Lease:
+    """A Lease from a row with the `_LEASE_COLUMNS` (or the live_session view's)."""
+    mapping = row._mapping
+    prefix = "lease_" if "lease_iccid" in mapping else ""
+    return Lease(
+        pool=pool,
+        address=ipaddress.IPv4Address(mapping["address"]),
+        iccid=mapping[f"{prefix}iccid"],
+        node=mapping[f"{prefix}node"],
+        tunnel_id=mapping[f"{prefix}tunnel_id"],
+        session_id=mapping[f"{prefix}session_id"],
+        started_at=mapping[f"{prefix}started_at"],
+        origin=LeaseOrigin(mapping[f"{prefix}origin"]),
+        generation=mapping["generation"],
+    )
+
+
+# --- The statements, built once: each call only binds its parameters ---
+
+_ICCID = bindparam("iccid", type_=String())
+_POOL_ID = bindparam("in_pool", type_=Integer())
+
+
+def _candidate(
+    conditions: Sequence[ColumnElement[bool]],
+    order_by: Sequence[ColumnElement[Any]] = (),
+    *,
+    skip_locked: bool,
+) -> ScalarSelect[int]:
+    """The id of the first row matching `conditions`, locked.
+
+    The steps naming one address wait for its row lock (so that a refusal
+    reflects what the other transaction committed); the steps choosing among
+    many skip the rows other transactions are taking.
+    """
+    return (
+        select(PoolAddress.id)
+        .where(*conditions)
+        .order_by(*order_by)
+        .limit(1)
+        .with_for_update(skip_locked=skip_locked)
+        .scalar_subquery()
+    )
+
+
+def _claim(candidate: ColumnElement[Any], origin: ColumnElement[str]) -> Update:
+    """Lease the row `candidate` names; RETURNING what the Lease needs."""
+    return (
+        update(PoolAddress)
+        # Checked again on the locked row: a lease is never overwritten.
+        .where(PoolAddress.id == candidate, PoolAddress.lease_iccid.is_(None))
+        .values(
+            lease_iccid=_ICCID,
+            lease_node=bindparam("node", type_=String()),
+            lease_tunnel_id=bindparam("tunnel_id", type_=Integer()),
+            lease_session_id=bindparam("session_id", type_=Integer()),
+            lease_started_at=bindparam("now", type_=UtcDateTime()),
+            # SET expressions see the row as it was: `origin` may read last_iccid.
+            lease_origin=origin,
+            last_iccid=_ICCID,
+            generation=PoolAddress.generation + 1,
+        )
+        .returning(
+            PoolAddress.pool_id,
+            PoolAddress.address,
+            PoolAddress.generation,
+            PoolAddress.lease_origin,
+        )
+    )
+
+
+# The leases and reservations this ICCID has, in every pool.
+_ICCID_ROWS = (
+    select(
+        PoolAddress.pool_id,
+        Pool.name.label("pool_name"),
+        PoolAddress.reserved_iccid,
+        *_LEASE_COLUMNS,
+    )
+    .join(Pool, Pool.id == PoolAddress.pool_id)
+    .where(or_(PoolAddress.lease_iccid == _ICCID, PoolAddress.reserved_iccid == _ICCID))
+)
+_POOL_ID_OF = select(Pool.id).where(Pool.name == bindparam("pool", type_=String()))
+
+# 1. This ICCID's reservation in the pool.
+_CLAIM_RESERVED = _claim(
+    _candidate(
+        [
+            PoolAddress.pool_id == _POOL_ID,
+            PoolAddress.reserved_iccid == _ICCID,
+            PoolAddress.lease_iccid.is_(None),
+        ],
+        skip_locked=False,
+    ),
+    literal(LeaseOrigin.RESERVATION.value, String()),
+)
+# 2. The requested address, in whichever pool holds it; not when it is reserved
+# for another ICCID, nor in a pool where this ICCID holds a lease already.
+_CLAIM_REQUESTED = _claim(
+    _candidate(
+        [
+            PoolAddress.address == bindparam("the_address", type_=String()),
+            PoolAddress.lease_iccid.is_(None),
+            or_(PoolAddress.reserved_iccid.is_(None), PoolAddress.reserved_iccid == _ICCID),
+            PoolAddress.pool_id.not_in(bindparam("held", expanding=True, type_=Integer())),
+        ],
+        skip_locked=False,
+    ),
+    literal(LeaseOrigin.REQUESTED.value, String()),
+)
+# 3. Sticky: the free address this ICCID held last (the latest, if several);
+# 4. else the least recently used free address: never used first, then the
+# oldest release (the order of the ix_pool_address_free_lru index).
+# One statement for both, to save a round trip: COALESCE evaluates the second
+# subquery (and takes its lock) only when the first finds nothing.
+_CLAIM_STICKY_OR_LRU = _claim(
+    func.coalesce(
+        _candidate(
+            [PoolAddress.pool_id == _POOL_ID, PoolAddress.last_iccid == _ICCID, _FREE],
+            [PoolAddress.last_released_at.desc().nulls_last(), PoolAddress.number.asc()],
+            skip_locked=True,
+        ),
+        _candidate(
+            [PoolAddress.pool_id == _POOL_ID, _FREE],
+            [PoolAddress.last_released_at.asc().nulls_first(), PoolAddress.number.asc()],
+            skip_locked=True,
+        ),
+    ),
+    case(
+        (PoolAddress.last_iccid == _ICCID, LeaseOrigin.STICKY.value),
+        else_=LeaseOrigin.LRU.value,
+    ),
+)
+_RELEASE = (
+    update(PoolAddress)
+    .where(
+        PoolAddress.address == bindparam("the_address", type_=String()),
+        PoolAddress.generation == bindparam("the_generation", type_=Integer()),
+        PoolAddress.lease_iccid.is_not(None),
+    )
+    .values(**_CLEARED_LEASE, last_released_at=bindparam("now", type_=UtcDateTime()))
+    .returning(PoolAddress.id)
+)
+
+
+# --- Allocation and release ---
+
+
+def allocate(
+    connection: Connection,
+    pool: str,
+    iccid: str,
+    node: str,
+    tunnel_id: int,
+    session_id: int,
+    requested_address: ipaddress.IPv4Address | str | None = None,
+    *,
+    now: datetime | None = None,
+) -> Lease:
+    """Lease an address of `pool` to a session; see the module docstring for the rules.
+
+    Raises UnknownPool, PoolExhausted, AddressOutsidePool (the requested
+    address is in no pool: the caller may use it unmanaged), AddressInUse,
+    AddressReserved or IccidHasLease; ValueError for a malformed argument.
+    """
+    _check_session(iccid, node, tunnel_id, session_id)
+    requested = None if requested_address is None else _ipv4(requested_address)
+    now = _utcnow() if now is None else now
+    held: dict[int, Lease] = {}  # pool id -> this ICCID's live lease there
+    reserved: set[int] = set()  # pools where this ICCID has a reservation
+    for row in connection.execute(_ICCID_ROWS, {"iccid": iccid}):
+        if row.lease_iccid == iccid:
+            held[row.pool_id] = lease_from_row(row.pool_name, row)
+        if row.reserved_iccid == iccid:
+            reserved.add(row.pool_id)
+    pool_id = connection.scalar(_POOL_ID_OF, {"pool": pool})
+    if pool_id is not None and pool_id in held:
+        raise IccidHasLease(iccid, pool, held[pool_id])
+    parameters: dict[str, Any] = {
+        "iccid": iccid,
+        "node": node,
+        "tunnel_id": tunnel_id,
+        "session_id": session_id,
+        "now": now,
+        "in_pool": pool_id,
+    }
+
+    def claim(statement: Update, **more: Any) -> Lease | None:
+        try:
+            row = connection.execute(statement, {**parameters, **more}).one_or_none()
+        except IntegrityError:
+            # Only the one-live-lease-per-ICCID-and-pool index can refuse this
+            # update: another allocation for this ICCID committed since we looked.
+            raise IccidHasLease(iccid, None) from None
+        if row is None:
+            return None
+        owner = pool if row.pool_id == pool_id else _pool_name(connection, row.pool_id)
+        return Lease(
+            owner,
+            ipaddress.IPv4Address(row.address),
+            iccid,
+            node,
+            tunnel_id,
+            session_id,
+            now,
+            LeaseOrigin(row.lease_origin),
+            row.generation,
+        )
+
+    if pool_id in reserved:
+        lease = claim(_CLAIM_RESERVED)
+        if lease is not None:
+            return lease
+    if requested is not None:
+        lease = claim(_CLAIM_REQUESTED, the_address=str(requested), held=list(held))
+        if lease is not None:
+            return lease
+        _refuse_requested(connection, requested, iccid, held)
+    if pool_id is None:
+        raise UnknownPool(pool)
+    lease = claim(_CLAIM_STICKY_OR_LRU)
+    if lease is None:
+        raise PoolExhausted(pool)
+    return lease
+
+
+def release(connection: Connection, lease: Lease, *, now: datetime | None = None) -> bool:
+    """End `lease`; the ICCID stays the address's last holder (stickiness).
+
+    False when the lease had already ended (released from the CLI, reclaimed,
+    its pool removed): the address may be another session's by now, which the
+    generation check leaves alone.
+    """
+    parameters = {
+        "the_address": str(lease.address),
+        "the_generation": lease.generation,
+        "now": _utcnow() if now is None else now,
+    }
+    return connection.execute(_RELEASE, parameters).first() is not None
+
+
+def _pool_name(connection: Connection, pool_id: int) -> str:
+    name = connection.scalar(select(Pool.name).where(Pool.id == pool_id))
+    assert name is not None  # the address row we just leased references it
+    return name
+
+
+def _refuse_requested(
+    connection: Connection,
+    address: ipaddress.IPv4Address,
+    iccid: str,
+    held: Mapping[int, Lease],
+) -> None:
+    """Say why the requested address could not be leased (always raises)."""
+    row = connection.execute(
+        select(
+            PoolAddress.pool_id,
+            Pool.name.label("pool_name"),
+            PoolAddress.reserved_iccid,
+            *_LEASE_COLUMNS,
+        )
+        .join(Pool, Pool.id == PoolAddress.pool_id)
+        .where(PoolAddress.address == str(address))
+    ).one_or_none()
+    if row is None:
+        raise AddressOutsidePool(address)
+    if row.pool_id in held:
+        raise IccidHasLease(iccid, row.pool_name, held[row.pool_id])
+    if row.lease_iccid is not None:
+        raise AddressInUse(address, lease_from_row(row.pool_name, row))
+    if row.reserved_iccid is not None and row.reserved_iccid != iccid:
+        raise AddressReserved(address, row.reserved_iccid)
+    # Changed between the two statements (released again already): say what we saw.
+    raise AddressInUse(address)
+
+
+def release_node(connection: Connection, node: str, *, now: datetime | None = None) -> int:
+    """End every lease of `node`; the number ended.
+
+    A node calls this for itself at start: its sessions died with its previous
+    process (DESIGN.md section 5).
+    """
+    now = _utcnow() if now is None else now
+    result = connection.execute(
+        update(PoolAddress)
+        .where(PoolAddress.lease_node == node)
+        .values(**_CLEARED_LEASE, last_released_at=now)
+        .returning(PoolAddress.id)
+    )
+    return len(result.all())
+
+
+def reclaim_node(connection: Connection, node: str, *, now: datetime | None = None) -> int:
+    """End every lease of another node that is gone for good (`lns-admin lease reclaim`).
+
+    The same operation as `release_node`, named for its caller: only an
+    operator knows that a node will not come back.
+    """
+    return release_node(connection, node, now=now)
+
+
+# --- Argument checks ---
+
+
+def _ipv4(address: ipaddress.IPv4Address | str) -> ipaddress.IPv4Address:
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    try:
+        return ipaddress.IPv4Address(address)
+    except ValueError:
+        raise ValueError(f"not an IPv4 address: {address!r}") from None
+
+
+def _check_session(iccid: str, node: str, tunnel_id: int, session_id: int) -> None:
+    if not 0 < len(iccid) <= ICCID_LENGTH:
+        raise ValueError(f"an ICCID is 1 to {ICCID_LENGTH} characters, got {iccid!r}")
+    if not 0 < len(node) <= NODE_NAME_LENGTH:
+        raise ValueError(f"a node name is 1 to {NODE_NAME_LENGTH} characters, got {node!r}")
+    for name, value in (("tunnel", tunnel_id), ("session", session_id)):
+        if not 0 <= value <= 0xFFFF:
+            raise ValueError(f"an L2TP {name} ID is 16 bits, got {value}")
