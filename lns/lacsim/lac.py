@@ -130,6 +130,7 @@ class SimulatedTunnel:
     result: ResultCode | None = None  # from the LNS's StopCCN
     failure: str = ""
     calls: dict[int, SimulatedCall] = field(default_factory=dict)
+    waiting_calls: list[SimulatedCall] = field(default_factory=list)  # until SCCRP
     messages_received: list[MessageType | int] = field(default_factory=list)
 
 
@@ -213,20 +214,26 @@ class Lac:
             device=device,
         )
         tunnel.calls[call.session_id] = call
+        if tunnel.phase is Phase.ESTABLISHED:
+            self._send_icrq(call)
+        else:
+            tunnel.waiting_calls.append(call)  # a LAC places calls on an established tunnel
+        return call
+
+    def _send_icrq(self, call: SimulatedCall) -> None:
         serial = self._next_serial
         self._next_serial += 1
         self._send(
-            tunnel,
+            call.tunnel,
             MessageType.ICRQ,
             [
                 make(AttributeType.ASSIGNED_SESSION_ID, call.session_id),
                 make(AttributeType.CALL_SERIAL_NUMBER, serial),
                 make(AttributeType.BEARER_TYPE, 2),
-                make(AttributeType.CALLING_NUMBER, iccid, hidden=self.hide_avps),
-                make(AttributeType.CALLED_NUMBER, called_number),
+                make(AttributeType.CALLING_NUMBER, call.iccid, hidden=self.hide_avps),
+                make(AttributeType.CALLED_NUMBER, call.called_number),
             ],
         )
-        return call
 
     def hang_up(self, call: SimulatedCall, result: ResultCode | None = None) -> None:
         result = result or ResultCode(1)
@@ -378,6 +385,10 @@ class Lac:
             avps.append(make(AttributeType.CHALLENGE_RESPONSE, response, hidden=self.hide_avps))
         tunnel.phase = Phase.ESTABLISHED
         self._send(tunnel, MessageType.SCCCN, avps)
+        waiting, tunnel.waiting_calls = tunnel.waiting_calls, []
+        for call in waiting:
+            if call.phase is Phase.WAITING:
+                self._send_icrq(call)
 
     def _send_iccn(self, call: SimulatedCall) -> None:
         avps = [

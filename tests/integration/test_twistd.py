@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,16 +19,11 @@ from twisted.internet import reactor
 
 from lns.adapters.lac_udp import LacClient
 from lns.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap
+from tests.integration.ports import free_udp_port
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = b"twistd-test-secret"
 ICCID = "8944200000000000017"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(directory: Path, port: int) -> Path:

@@ -1,0 +1,11 @@
+"""Free UDP ports on loopback for servers started by a test."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,154 @@
+"""PPP end to end over real UDP: 200 SIMs reach IPCP Opened against a running server.
+
+The server is the node service as twistd builds it (real L2TP socket on
+loopback, real SQLite address pool prepared with lns-admin), with a stand-in
+authenticator injected in place of RADIUS. Each simulated device answers LCP,
+authenticates when challenged and runs IPCP as a client; every one ends with
+its own address. The capture of the exchange is dissected by tshark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import random
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from lns.adapters.lac_udp import LacClient
+from lns.adapters.services import make_service
+from lns.cli import main as lns_admin
+from lns.config import parse_config
+from lns.lacsim.device import Device
+from lns.lacsim.lac import Lac, default_proxy_lcp, proxy_chap, proxy_pap
+from lns.ppp.auth import AuthMethod, AuthRequest, Decision
+from tests.integration.capture import Capture, pcap_check, tshark_available
+from tests.integration.ports import free_udp_port
+
+SECRET = "ppp-e2e-secret"
+PASSWORD = b"password"
+SESSIONS = 200
+TUNNELS = 4
+POOL = ipaddress.ip_network("100.64.8.0/23")
+
+
+class PasswordAuthenticator:
+    """Stands in for RADIUS: the right CHAP/PAP password, or any ICCID-only request."""
+
+    def __init__(self) -> None:
+        self.requests: list[AuthRequest] = []
+
+    def authenticate(self, request: AuthRequest) -> defer.Deferred[Decision]:
+        self.requests.append(request)
+        if request.method is AuthMethod.CHAP:
+            assert request.chap_id is not None
+            expected = hashlib.md5(bytes([request.chap_id]) + PASSWORD + request.chap_challenge)
+            ok = request.chap_response == expected.digest()
+        elif request.method is AuthMethod.PAP:
+            ok = request.password == PASSWORD
+        else:
+            ok = True
+        return defer.succeed(Decision(ok, reason="" if ok else "wrong password"))
+
+
+def iccid(n: int) -> str:
+    return f"894470{n:013d}"
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_hundred_sessions_reach_ipcp_opened_with_distinct_addresses(tmp_path: Path):
+    if not tshark_available():
+        pytest.skip("tshark is not installed: the capture cannot be checked")
+    url = f"sqlite:///{tmp_path / 'lns.db'}"
+    assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
+    assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
+    config = parse_config(
+        {
+            "lns": {"node_name": "e2e"},
+            "l2tp": {
+                "listen": f"127.0.0.1:{free_udp_port()}",
+                "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": SECRET}],
+            },
+            "ppp": {"dns": ["192.0.2.53", "192.0.2.54"], "no_proxy_auth": "challenge"},
+            "database": {"url": url, "migrate_on_start": False},
+            "dataplane": {"mode": "none"},
+        }
+    )
+    authenticator = PasswordAuthenticator()
+    node = make_service(config, reactor=reactor, authenticator=authenticator)
+    node.startService()
+    assert node.pool is not None
+    yield node.pool.ready
+    assert node.l2tp.port is not None
+    server_port = node.l2tp.port.port
+
+    lac = Lac(hostname="sim-lac", secret=SECRET.encode(), rng=random.Random(3))
+    client = LacClient(lac, ("127.0.0.1", server_port), reactor)
+    lac_port = client.start()
+    capture_path = tmp_path / "ppp.pcapng"
+    try:
+        with Capture(capture_path, ports=[server_port, lac_port]):
+            tunnels = [lac.open_tunnel(reactor.seconds()) for _ in range(TUNNELS)]
+            client.flush()
+            calls = []
+            for n in range(SESSIONS):
+                kind = n % 4  # proxy CHAP, proxy PAP, no proxy auth (we challenge), PAP proxy
+                proxy_auth = (
+                    proxy_chap(PASSWORD, lac.rng)
+                    if kind == 0
+                    else proxy_pap(PASSWORD)
+                    if kind in (1, 3)
+                    else None
+                )
+                calls.append(
+                    lac.place_call(
+                        tunnels[n % TUNNELS],
+                        iccid(n),
+                        proxy_lcp=default_proxy_lcp(lac.rng),
+                        proxy_auth=proxy_auth,
+                        device=Device(rng=random.Random(n)),
+                    )
+                )
+            client.flush()
+            yield client.until(
+                lambda: all(c.device is not None and c.device.address for c in calls), timeout=90
+            )
+            addresses = [c.device.address for c in calls if c.device is not None]
+            assert len(set(addresses)) == SESSIONS
+            assert all(a in POOL for a in addresses if a is not None)
+            assert all(
+                c.device is not None
+                and c.device.dns
+                == [
+                    ipaddress.IPv4Address("192.0.2.53"),
+                    ipaddress.IPv4Address("192.0.2.54"),
+                ]
+                for c in calls
+            )
+            # The sessions without proxy authentication were challenged with CHAP.
+            challenged = [c for n, c in enumerate(calls) if n % 4 == 2]
+            assert all(c.device is not None and c.device.state.auth_result == "success"
+                       for c in challenged)  # fmt: skip
+            assert len(node.l2tp.calls.sessions) == SESSIONS  # type: ignore[attr-defined]
+
+            for call in calls:
+                lac.hang_up(call)
+            client.flush()
+            yield client.until(
+                lambda: (
+                    not node.l2tp.calls.sessions  # type: ignore[attr-defined]
+                    and all(t.channel.idle for t in tunnels)
+                ),
+                timeout=60,
+            )
+    finally:
+        yield client.stop()
+        yield node.stopService()
+
+    result = pcap_check(capture_path, [server_port, lac_port], secret=SECRET)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for protocol in ("0x8021", "0xc223"):  # IPCP, CHAP
+        assert protocol in result.stdout, result.stdout
