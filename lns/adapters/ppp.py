@@ -22,7 +22,7 @@ from lns.deadlines import Deadlines
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.effects import CallCleared, CallEstablished
 from lns.l2tp.result import CdnResult
-from lns.pool.allocator import AllocationRequest, Lease
+from lns.pool.allocator import AllocationRequest, IccidHasLease, Lease
 from lns.ppp.auth import AuthRequest, CallContext, Decision
 from lns.ppp.session import (
     AllocateAddress,
@@ -56,6 +56,10 @@ CDN_RESULT: dict[TerminateCause, CdnResult] = {
     TerminateCause.SERVICE_UNAVAILABLE: CdnResult.TEMPORARY_LACK_OF_FACILITIES,
     TerminateCause.USER_ERROR: CdnResult.GENERAL_ERROR,
 }
+
+
+def session_key(lease: Lease) -> CallKey:
+    return (lease.tunnel_id, lease.session_id)
 
 
 class Authenticator(Protocol):
@@ -114,6 +118,7 @@ class PppCalls:
         self._rng = rng if rng is not None else random.Random()
         self._deadlines: Deadlines[CallKey] = Deadlines()
         self._timer = DeadlineTimer(clock, self._on_timer)
+        self._released: dict[CallKey, defer.Deferred[None]] = {}
 
     # --- CallHandler ----------------------------------------------------------------
 
@@ -204,7 +209,9 @@ class PppCalls:
             )
         )
 
-    def _allocate(self, key: CallKey, session: PppSession, effect: AllocateAddress) -> None:
+    def _allocate(
+        self, key: CallKey, session: PppSession, effect: AllocateAddress, retry: bool = True
+    ) -> None:
         request = AllocationRequest(
             iccid=effect.iccid,
             tunnel_id=key[0],
@@ -219,13 +226,45 @@ class PppCalls:
             )
 
         def failed(failure: Failure) -> None:
-            reason = str(failure.value) or type(failure.value).__name__
+            error = failure.value
+            old = error.lease if isinstance(error, IccidHasLease) else None
+            if retry and old is not None and self._supersede(old, session):
+                released = self._released.pop(session_key(old), None)
+                waiting = released if released is not None else defer.succeed(None)
+                waiting.addBoth(lambda _: self._allocate(key, session, effect, retry=False))
+                return
+            reason = str(error) or type(error).__name__
             self._feed(key, session, lambda now: session.address_failed(reason, now))
 
         self.allocator.allocate(request).addCallbacks(assigned, failed)
 
+    def _supersede(self, lease: Lease, newcomer: PppSession) -> bool:
+        """A SIM attached again while its old session still holds an address here: the
+        old session is closed (its call cleared with a CDN) so the new one gets the address.
+        """
+        old_key = session_key(lease)
+        old = self.sessions.get(old_key)
+        if old is None or old is newcomer or old.context.iccid != lease.iccid:
+            return False
+        self.log.info(
+            "ICCID {iccid} attached again: closing its previous session "
+            "(tunnel {tunnel} session {session})",
+            iccid=lease.iccid,
+            tunnel=old_key[0],
+            session=old_key[1],
+        )
+        message = "superseded by a new session of the same SIM"
+        self._apply(
+            old_key, old, old.close(TerminateCause.NAS_REQUEST, message, self.clock.seconds())
+        )
+        return True
+
     def _release(self, lease: object) -> None:
         assert isinstance(lease, Lease)
+        done = self.allocator.release(lease)
+        # Kept so a newcomer of the same SIM can wait for the address (see _supersede).
+        self._released[session_key(lease)] = done
+        done.addBoth(self._forget_release, session_key(lease), done)
 
         def failed(failure: Failure) -> None:
             # The lease stays recorded; `lns-admin lease release` or the next start frees it.
@@ -235,7 +274,12 @@ class PppCalls:
                 reason=str(failure.value),
             )
 
-        self.allocator.release(lease).addErrback(failed)
+        done.addErrback(failed)
+
+    def _forget_release(self, result: object, key: CallKey, done: defer.Deferred[None]) -> object:
+        if self._released.get(key) is done:
+            del self._released[key]
+        return result
 
     def _opened(self, key: CallKey, session: PppSession, effect: SessionOpened) -> None:
         self.log.info(

@@ -145,10 +145,67 @@ def test_two_hundred_sessions_reach_ipcp_opened_with_distinct_addresses(tmp_path
                 timeout=60,
             )
     finally:
+        yield node.stopService()  # StopCCN, acknowledged by the still-running LAC
         yield client.stop()
-        yield node.stopService()
 
     result = pcap_check(capture_path, [server_port, lac_port], secret=SECRET)
     assert result.returncode == 0, result.stdout + result.stderr
     for protocol in ("0x8021", "0xc223"):  # IPCP, CHAP
         assert protocol in result.stdout, result.stdout
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_sim_that_attaches_again_takes_over_its_address(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'lns.db'}"
+    assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
+    assert lns_admin(["--database-url", url, "pool", "add", "default", "100.64.9.0/29"]) == 0
+    config = parse_config(
+        {
+            "l2tp": {
+                "listen": f"127.0.0.1:{free_udp_port()}",
+                "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": SECRET}],
+            },
+            "database": {"url": url, "migrate_on_start": False},
+            "dataplane": {"mode": "none"},
+        }
+    )
+    node = make_service(config, reactor=reactor, authenticator=PasswordAuthenticator())
+    node.startService()
+    assert node.pool is not None
+    yield node.pool.ready
+    assert node.l2tp.port is not None
+    lac = Lac(hostname="sim-lac", secret=SECRET.encode(), rng=random.Random(5))
+    client = LacClient(lac, ("127.0.0.1", node.l2tp.port.port), reactor)
+    client.start()
+    try:
+        tunnel = lac.open_tunnel(reactor.seconds())
+        first = lac.place_call(
+            tunnel,
+            iccid(1),
+            proxy_lcp=default_proxy_lcp(lac.rng),
+            proxy_auth=proxy_pap(PASSWORD),
+            device=Device(rng=random.Random(1)),
+        )
+        client.flush()
+        yield client.until(lambda: first.device is not None and first.device.address is not None)
+        assert first.device is not None
+        address = first.device.address
+
+        # The same SIM again (the LAC never sent a CDN for the first call).
+        second = lac.place_call(
+            tunnel,
+            iccid(1),
+            proxy_lcp=default_proxy_lcp(lac.rng),
+            proxy_auth=proxy_pap(PASSWORD),
+            device=Device(rng=random.Random(2)),
+        )
+        client.flush()
+        yield client.until(lambda: second.device is not None and second.device.address is not None)
+        assert second.device is not None
+        assert second.device.address == address  # sticky: the SIM keeps its address
+        assert first.result is not None  # the first call was cleared with a CDN
+        assert "superseded" in first.result.message
+        assert len(node.l2tp.calls.sessions) == 1  # type: ignore[attr-defined]
+    finally:
+        yield node.stopService()  # StopCCN, acknowledged by the still-running LAC
+        yield client.stop()
