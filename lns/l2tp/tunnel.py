@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lns.deadlines import Deadlines
 from lns.iccid import InvalidIccid, parse_iccid
 from lns.l2tp.avp import (
     AVP_TABLE,
@@ -82,6 +83,8 @@ class TunnelSettings:
     vendor_name: str = "lns"
     firmware_revision: int = 0x0100
     max_calls: int = 65535
+    # A call answered with ICRP but never connected by an ICCN is cleared after this.
+    connect_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,7 @@ class ControlConnection:
         self._our_challenge: bytes | None = None
         self._last_heard = now
         self._linger_until: float | None = None
+        self._connecting: Deadlines[int] = Deadlines()  # calls waiting for their ICCN
 
     # --- input ------------------------------------------------------------------
 
@@ -330,6 +334,7 @@ class ControlConnection:
             called_number=called if isinstance(called, str) else "",
         )
         self.calls[call.session_id] = call
+        self._connecting.set(call.session_id, now + self.settings.connect_timeout)
         self._send(
             MessageType.ICRP,
             [make(AttributeType.ASSIGNED_SESSION_ID, call.session_id)],
@@ -389,6 +394,7 @@ class ControlConnection:
             ]
         if mtype == MessageType.ICCN and call.state is CallState.WAIT_CONNECT:
             call.connect(message)
+            self._connecting.discard(call.session_id)
             return [
                 CallEstablished(
                     self.tunnel_id, call, self.lac.name, self.peer_hostname, self.peer[0]
@@ -479,12 +485,20 @@ class ControlConnection:
                 f"no acknowledgement from the LAC after "
                 f"{self.settings.retransmit.max_retransmissions} retransmissions"
             )
-            effects = self._clear_calls(ResultCode(CdnResult.LOST_CARRIER), reason, by_peer=False)
-            return [*effects, TunnelClosed(self.tunnel_id, self.lac.name, reason, by_peer=False)]
+            cleared = self._clear_calls(ResultCode(CdnResult.LOST_CARRIER), reason, by_peer=False)
+            return [*cleared, TunnelClosed(self.tunnel_id, self.lac.name, reason, by_peer=False)]
+        effects: list[Effect] = []
+        for session_id in self._connecting.pop_due(now):
+            call = self.calls.get(session_id)
+            if call is not None and call.state is CallState.WAIT_CONNECT:
+                text = f"no ICCN within {self.settings.connect_timeout:g} s of our ICRP"
+                effects += self.disconnect_call(
+                    session_id, ResultCode(CdnResult.TIMEOUT, 0, text), text, now
+                )
         hello_at = self._hello_deadline()
         if hello_at is not None and now >= hello_at:
             self._send(MessageType.HELLO, [])
-        return []
+        return effects
 
     def _hello_deadline(self) -> float | None:
         if self.state is not TunnelState.ESTABLISHED or not self.channel.idle:
@@ -496,7 +510,9 @@ class ControlConnection:
         if self.state is TunnelState.CLOSED:
             return self._linger_until
         candidates = [
-            t for t in (self.channel.get_timer(), self._hello_deadline()) if t is not None
+            t
+            for t in (self.channel.get_timer(), self._hello_deadline(), self._connecting.earliest())
+            if t is not None
         ]
         return min(candidates) if candidates else None
 

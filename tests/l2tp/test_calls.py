@@ -438,3 +438,31 @@ def test_cdn_sent_before_the_icrp_arrived_is_matched_by_assigned_session_id(
     cleared = net.of_type(CallCleared)
     assert [(c.iccid, c.by_peer) for c in cleared] == [(ICCID, True)]
     assert all(not conn.calls for conn in net.endpoint.tunnels.values())
+
+
+def test_call_never_connected_is_cleared_after_the_connect_timeout() -> None:
+    net = Network(make_endpoint(connect_timeout=30.0), Lac(secret=SECRET))
+    tunnel = establish(net)
+    iccns = []
+
+    def lose_iccns(data: bytes) -> bool:
+        packet = decode_packet(data)
+        if not isinstance(packet, ControlPacket) or packet.is_zlb:
+            return False
+        if decode_message(packet.payload, SECRET).message_type == MessageType.ICCN:
+            iccns.append(packet.ns)
+            return True
+        return False
+
+    net.drop_to_lns = lose_iccns
+    call = net.lac.place_call(tunnel, ICCID)
+    net.advance(29.0)
+    assert not net.of_type(CallCleared)
+    net.advance(2.0)
+    cleared = net.of_type(CallCleared)
+    assert [(c.iccid, c.result.result, c.by_peer) for c in cleared] == [
+        (ICCID, CdnResult.TIMEOUT, False)
+    ]
+    assert "no ICCN within 30 s" in cleared[0].reason
+    assert call.result is not None  # the LAC got the CDN
+    assert call.result.result == CdnResult.TIMEOUT
