@@ -22,7 +22,7 @@ from lns.deadlines import Deadlines
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.effects import CallCleared, CallEstablished
 from lns.l2tp.result import CdnResult
-from lns.pool.allocator import AllocationRequest, IccidHasLease, Lease
+from lns.pool.allocator import AddressOutsidePool, AllocationRequest, IccidHasLease, Lease
 from lns.ppp.auth import AuthRequest, CallContext, Decision
 from lns.ppp.session import (
     AllocateAddress,
@@ -227,6 +227,13 @@ class PppCalls:
 
         def failed(failure: Failure) -> None:
             error = failure.value
+            outside = isinstance(error, AddressOutsidePool) and error.pool is None
+            if outside and effect.requested is not None:
+                # RADIUS named an address no pool manages: it is the operator's to
+                # give; used as it is, with no lease to record or release.
+                address = effect.requested
+                self._feed(key, session, lambda now: session.address_assigned(address, None, now))
+                return
             old = error.lease if isinstance(error, IccidHasLease) else None
             if retry and old is not None and self._supersede(old, session):
                 released = self._released.pop(session_key(old), None)

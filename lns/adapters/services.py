@@ -8,6 +8,8 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
+from aaa.radius.auth import RadiusAuthenticator
+from aaa.radius.client import RadiusClientService
 from lns.adapters.l2tp import L2tpService
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
 from lns.adapters.ppp import AddressAllocator, Authenticator, NoAuthenticator, PppCalls
@@ -18,7 +20,7 @@ from lns.l2tp.tunnel import LacPeer, TunnelSettings
 from lns.ppp.lcp import AuthProtocol
 from lns.ppp.session import PppSettings
 
-NO_AAA = "no AAA back end: sessions are authenticated through RADIUS, not yet available"
+NO_AAA = "no AAA back end: no [[aaa.radius]] server is configured"
 
 
 def tunnel_settings(config: Config) -> TunnelSettings:
@@ -65,23 +67,35 @@ def lac_matches(config: Config) -> list[LacMatch]:
 
 
 class NodeService(service.MultiService):
-    """Stops L2TP first (StopCCN to every LAC, leases released), then the pool."""
+    """Starts the pool and RADIUS before L2TP; stops L2TP first (StopCCN to every LAC,
+    sessions closed, leases released), then RADIUS, then the pool.
+    """
 
-    def __init__(self, l2tp: L2tpService, pool: service.Service | None) -> None:
+    def __init__(
+        self,
+        l2tp: L2tpService,
+        pool: service.Service | None,
+        radius: service.Service | None = None,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.l2tp = l2tp
         self.pool = pool
-        if pool is not None:
-            pool.setServiceParent(self)
-        l2tp.setServiceParent(self)  # type: ignore[no-untyped-call]
+        self.radius = radius
+        for child in (pool, radius, l2tp):
+            if child is not None:
+                child.setServiceParent(self)
 
     def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)
-        stopped: defer.Deferred[None] = defer.maybeDeferred(self.l2tp.stopService)
-        if self.pool is not None:
-            pool = self.pool
-            stopped.addBoth(lambda _: pool.stopService())
-        return stopped
+        return defer.ensureDeferred(self._stop_in_order())
+
+    async def _stop_in_order(self) -> None:
+        for child in (self.l2tp, self.radius, self.pool):
+            if child is not None:
+                try:
+                    await defer.maybeDeferred(child.stopService)
+                except Exception:  # each service logs its own failure; stop the rest anyway
+                    continue
 
 
 def make_service(
@@ -96,6 +110,11 @@ def make_service(
 
         reactor = global_reactor
     assert reactor is not None
+    radius_service: RadiusClientService | None = None
+    if authenticator is None and config.aaa.radius:
+        radius = RadiusAuthenticator.from_config(config, reactor)
+        radius_service = RadiusClientService(radius.client)
+        authenticator = radius
     pool_service: AddressPoolService | None = None
     if allocator is None:
         pool = SqlAddressPool.from_config(config, reactor=reactor)  # type: ignore[arg-type]
@@ -113,4 +132,4 @@ def make_service(
         endpoint, (config.l2tp.listen_host, config.l2tp.listen_port), reactor=reactor, calls=calls
     )
     calls.link = l2tp
-    return NodeService(l2tp, pool_service)
+    return NodeService(l2tp, pool_service, radius_service)
