@@ -8,6 +8,7 @@ Every session's next deadline lives in one heap behind one reactor timer.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Callable
 from typing import Protocol
@@ -62,6 +63,19 @@ def session_key(lease: Lease) -> CallKey:
     return (lease.tunnel_id, lease.session_id)
 
 
+class SessionQuery(Protocol):
+    """What a Disconnect- or CoA-Request names a session by (RFC 5176 section 3)."""
+
+    @property
+    def acct_session_id(self) -> str | None: ...
+    @property
+    def user_name(self) -> str | None: ...
+    @property
+    def calling_station_id(self) -> str | None: ...
+    @property
+    def framed_ip_address(self) -> ipaddress.IPv4Address | None: ...
+
+
 class Authenticator(Protocol):
     """The AAA back end (RADIUS in production)."""
 
@@ -108,6 +122,7 @@ class PppCalls:
         allocator: AddressAllocator,
         clock: IReactorTime,
         rng: random.Random | None = None,
+        username_template: str = "{iccid}",
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
@@ -119,6 +134,8 @@ class PppCalls:
         self._deadlines: Deadlines[CallKey] = Deadlines()
         self._timer = DeadlineTimer(clock, self._on_timer)
         self._released: dict[CallKey, defer.Deferred[None]] = {}
+        self.username_template = username_template
+        self.acct_session_ids: dict[CallKey, str] = {}
 
     # --- CallHandler ----------------------------------------------------------------
 
@@ -164,6 +181,48 @@ class PppCalls:
             return False
         self._apply(key, session, session.close(cause, message, self.clock.seconds()))
         return True
+
+    # --- session directory (RFC 5176 dynamic authorization) ----------------------------
+
+    def find(self, match: SessionQuery) -> list[object]:
+        """Keys of the live sessions matching every attribute the request gave."""
+        found: list[object] = []
+        for key, session in self.sessions.items():
+            iccid = session.context.iccid
+            if match.acct_session_id is not None and (
+                self.acct_session_ids.get(key) != match.acct_session_id
+            ):
+                continue
+            if match.calling_station_id is not None and iccid != match.calling_station_id:
+                continue
+            if match.user_name is not None and self.user_name(session) != match.user_name:
+                continue
+            if match.framed_ip_address is not None and session.address != match.framed_ip_address:
+                continue
+            found.append(key)
+        return found
+
+    def disconnect(self, handle: object) -> None:
+        assert isinstance(handle, tuple)
+        self.close(
+            handle, TerminateCause.ADMIN_RESET, "disconnected by a RADIUS Disconnect-Request"
+        )
+
+    def change(
+        self, handle: object, session_timeout: float | None, idle_timeout: float | None
+    ) -> None:
+        assert isinstance(handle, tuple)
+        session = self.sessions.get(handle)
+        if session is not None:
+            session.change_timeouts(session_timeout, idle_timeout, self.clock.seconds())
+            self._apply(handle, session, [])
+
+    def user_name(self, session: PppSession) -> str:
+        """The User-Name RADIUS knows the session by (the `[aaa] username` template)."""
+        name = session.proxy_auth.name if session.proxy_auth is not None else b""
+        return self.username_template.format(
+            iccid=session.context.iccid, name=name.decode("utf-8", "replace")
+        )
 
     # --- effects ----------------------------------------------------------------------
 

@@ -126,6 +126,7 @@ def make_service(
         allocator,
         reactor,
         random.SystemRandom(),
+        username_template=config.aaa.username,
     )
     endpoint = LnsEndpoint(tunnel_settings(config), lac_matches(config))
     l2tp = L2tpService(

@@ -16,6 +16,7 @@ from ``get_timer``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 import random
@@ -549,6 +550,25 @@ class PppSession:
             self._session_deadline = now + self.decision.session_timeout
         dns = self.ipcp_policy.dns_given if self.ipcp_policy is not None else ()
         return [SessionOpened(self.address, dns, self.decision)]
+
+    def change_timeouts(
+        self, session_timeout: float | None, idle_timeout: float | None, now: float
+    ) -> None:
+        """A CoA-Request (RFC 5176) changed the limits; None leaves one as it is.
+
+        The new Session-Timeout counts from the start of the session, as the
+        original one does; 0 removes the limit.
+        """
+        if self.decision is None:
+            return
+        changes: dict[str, float | None] = {}
+        if session_timeout is not None:
+            changes["session_timeout"] = session_timeout or None
+        if idle_timeout is not None:
+            changes["idle_timeout"] = idle_timeout or None
+        self.decision = dataclasses.replace(self.decision, **changes)  # type: ignore[arg-type]
+        if self.opened_at is not None and session_timeout is not None:
+            self._session_deadline = self.opened_at + session_timeout if session_timeout else None
 
     # --- timers -----------------------------------------------------------------------------
 
