@@ -223,3 +223,26 @@ def test_no_timeouts_without_them_in_the_decision() -> None:
     assert link.session.get_timer() == link.now + SETTINGS.echo_interval
     link.advance(86400)
     assert link.closed is None
+
+
+def test_coa_shortens_the_session_timeout_counted_from_the_start() -> None:
+    link = make_link(decision=Decision(True, session_timeout=3600))
+    opened_at = link.now
+    link.advance(10)
+    link.session.change_timeouts(60, None, link.now)
+    link.advance(49.999)
+    assert link.closed is None
+    link.advance(0.001)
+    assert link.closed is not None
+    assert link.closed.cause is TerminateCause.SESSION_TIMEOUT
+    assert link.now == opened_at + 60
+
+
+def test_coa_sets_an_idle_timeout_and_zero_removes_the_session_timeout() -> None:
+    link = make_link(decision=Decision(True, session_timeout=100))
+    link.session.change_timeouts(0, 500, link.now)
+    link.advance(499)
+    assert link.closed is None  # the Session-Timeout of 100 s is gone
+    link.advance(1)
+    assert link.closed is not None
+    assert link.closed.cause is TerminateCause.IDLE_TIMEOUT
