@@ -493,3 +493,210 @@ def _plain_value(definition: Any, value: object) -> AttributeValue:
     if isinstance(value, str | bytes):
         return value
     raise ValueError(f"{definition.name}: unexpected {type(value).__name__} value")
+
+
+# --- Dynamic authorization (RFC 5176): requests we receive, replies we send --------------
+#
+# The Request Authenticator of a Disconnect-Request or CoA-Request is
+# MD5(Code | Identifier | Length | 16 zero octets | Attributes | Secret) (RFC 5176
+# section 3.3, as RFC 2866 section 3); a Message-Authenticator in such a request is
+# computed with a zero Authenticator field, as for Accounting-Request (RFC 3579
+# section 3.2). A reply's Response Authenticator and Message-Authenticator are
+# computed with the Request Authenticator, as for any reply (RFC 2865 section 3).
+
+_DYNAUTH_REPLIES: dict[Code, tuple[Code, Code]] = {
+    Code.DISCONNECT_REQUEST: (Code.DISCONNECT_ACK, Code.DISCONNECT_NAK),
+    Code.COA_REQUEST: (Code.COA_ACK, Code.COA_NAK),
+}
+
+
+class BadRequestAuthenticator(RadiusPacketError):
+    """The request's Request Authenticator is wrong: another secret, or a forgery."""
+
+
+class MissingMessageAuthenticator(BadMessageAuthenticator):
+    """The request carries no Message-Authenticator while one is required."""
+
+
+class ErrorCause(enum.IntEnum):
+    """Error-Cause values (RFC 5176 section 3.5) that a NAK may carry."""
+
+    RESIDUAL_CONTEXT_REMOVED = 201
+    UNSUPPORTED_ATTRIBUTE = 401
+    MISSING_ATTRIBUTE = 402
+    NAS_IDENTIFICATION_MISMATCH = 403
+    INVALID_REQUEST = 404
+    UNSUPPORTED_SERVICE = 405
+    INVALID_ATTRIBUTE_VALUE = 407
+    ADMINISTRATIVELY_PROHIBITED = 501
+    SESSION_CONTEXT_NOT_FOUND = 503
+    SESSION_CONTEXT_NOT_REMOVABLE = 504
+    RESOURCES_UNAVAILABLE = 506
+
+
+def disconnect_request(attributes: Iterable[tuple[str, AttributeValue]]) -> Request:
+    """A Disconnect-Request (RFC 5176), as a Dynamic Authorization Client sends it."""
+    return Request(Code.DISCONNECT_REQUEST, tuple(attributes))
+
+
+def coa_request(attributes: Iterable[tuple[str, AttributeValue]]) -> Request:
+    """A CoA-Request (RFC 5176), as a Dynamic Authorization Client sends it."""
+    return Request(Code.COA_REQUEST, tuple(attributes))
+
+
+def encode_dynauth_request(
+    request: Request, identifier: int, secret: bytes, *, message_authenticator: bool = True
+) -> EncodedRequest:
+    """The bytes of a Disconnect-Request or CoA-Request, as a DAC (or a test) sends it.
+
+    With `message_authenticator`, a Message-Authenticator comes first, computed with
+    a zero Authenticator field; the Request Authenticator is then computed over it.
+    """
+    if request.code not in _DYNAUTH_REPLIES:
+        raise RadiusPacketError(f"{request.code.name} is no dynamic authorization request")
+    if not 0 <= identifier <= 255:
+        raise RadiusPacketError(f"identifier out of range: {identifier}")
+    attributes = _encode_attributes(request, identifier, secret, _ZERO_VECTOR)
+    if message_authenticator:
+        attributes = bytes([MESSAGE_AUTHENTICATOR, 18]) + _ZERO_VECTOR + attributes
+    length = HEADER_LENGTH + len(attributes)
+    if length > MAX_PACKET_LENGTH:
+        raise RadiusPacketError(f"request too long ({length} octets, at most 4096)")
+    header = struct.pack("!BBH", request.code, identifier, length)
+    if message_authenticator:
+        signature = _hmac_md5(secret, header + _ZERO_VECTOR + attributes)
+        attributes = attributes[:2] + signature + attributes[18:]
+    vector = hashlib.md5(header + _ZERO_VECTOR + attributes + secret).digest()
+    return EncodedRequest(request.code, identifier, vector, header + vector + attributes)
+
+
+@dataclass(frozen=True, slots=True)
+class DynauthRequest:
+    """A verified Disconnect-Request or CoA-Request: its attributes as plain values.
+
+    `message_authenticator` is True when it carried a valid Message-Authenticator.
+    Attributes our dictionary does not know are kept raw in `unknown`; those that
+    failed to decode are named in `undecodable`. `proxy_state` holds the raw
+    Proxy-State values, which every reply must echo in order (RFC 5176 section 3).
+    """
+
+    code: Code
+    identifier: int
+    authenticator: bytes
+    attributes: tuple[tuple[str, AttributeValue], ...] = ()
+    message_authenticator: bool = False
+    unknown: tuple[tuple[int | tuple[int, int], bytes], ...] = ()
+    undecodable: tuple[str, ...] = ()
+    proxy_state: tuple[bytes, ...] = ()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}=***" if name in _HIDDEN else f"{name}={value!r}"
+            for name, value in self.attributes
+        )
+        return f"DynauthRequest({self.code.name}, id={self.identifier}: {shown})"
+
+    def names(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.attributes)
+
+    def values(self, name: str) -> tuple[AttributeValue, ...]:
+        return tuple(value for key, value in self.attributes if key == name)
+
+    def first(self, name: str) -> AttributeValue | None:
+        for key, value in self.attributes:
+            if key == name:
+                return value
+        return None
+
+
+def decode_dynauth_request(
+    data: bytes, secret: bytes, *, require_message_authenticator: bool = False
+) -> DynauthRequest:
+    """Check that `data` is a Disconnect-Request or CoA-Request signed with `secret`,
+    and decode it.
+
+    Raises `RadiusPacketError` (malformed, another code), `BadRequestAuthenticator`,
+    `BadMessageAuthenticator` (present and wrong, or repeated), or its subclass
+    `MissingMessageAuthenticator` when `require_message_authenticator` is on and
+    there is none: the datagram must then be dropped, unanswered.
+    """
+    if len(data) < HEADER_LENGTH:
+        raise RadiusPacketError(f"{len(data)} octets: shorter than a RADIUS header")
+    code_value, identifier, length = struct.unpack("!BBH", data[:4])
+    if not HEADER_LENGTH <= length <= min(len(data), MAX_PACKET_LENGTH):
+        raise RadiusPacketError(f"bad Length field {length} for {len(data)} octets")
+    data = data[:length]
+    if code_value not in _DYNAUTH_REPLIES:
+        raise RadiusPacketError(f"code {code_value} is no dynamic authorization request")
+    code = Code(code_value)
+    authenticator = data[4:20]
+    expected = hashlib.md5(data[:4] + _ZERO_VECTOR + data[20:] + secret).digest()
+    if not hmac.compare_digest(expected, authenticator):
+        raise BadRequestAuthenticator("bad Request Authenticator")
+    offset = _message_authenticator_offset(data)  # also checks every attribute's length
+    if offset is None:
+        if require_message_authenticator:
+            raise MissingMessageAuthenticator("no Message-Authenticator")
+    elif not hmac.compare_digest(
+        message_authenticator(data, secret, _ZERO_VECTOR), data[offset : offset + 16]
+    ):
+        raise BadMessageAuthenticator("bad Message-Authenticator")
+    proxy_state = tuple(
+        data[start:end] for attr_type, start, end in _walk_attributes(data) if attr_type == 33
+    )
+    encoded = EncodedRequest(code, identifier, authenticator, data)
+    attributes, unknown, undecodable = _decode_attributes(data, encoded, secret)
+    attributes = tuple((name, value) for name, value in attributes if name != "Proxy-State")
+    return DynauthRequest(
+        code,
+        identifier,
+        authenticator,
+        attributes,
+        offset is not None,
+        unknown,
+        undecodable,
+        proxy_state,
+    )
+
+
+def encode_dynauth_reply(
+    request: DynauthRequest,
+    secret: bytes,
+    *,
+    ack: bool,
+    error_cause: ErrorCause | None = None,
+) -> bytes:
+    """The ACK or NAK answering `request`: Disconnect-ACK/NAK or CoA-ACK/NAK.
+
+    It carries a Message-Authenticator (first), the Error-Cause when given (RFC
+    5176 section 3.5 allows it in an ACK only as 201, in practice a NAK's), and the
+    request's Proxy-State attributes, last and in order (RFC 5176 section 3).
+    """
+    ack_code, nak_code = _DYNAUTH_REPLIES[request.code]
+    code = ack_code if ack else nak_code
+    attributes = bytes([MESSAGE_AUTHENTICATOR, 18]) + _ZERO_VECTOR
+    if error_cause is not None:
+        attributes += struct.pack("!BBI", 101, 6, int(error_cause))
+    for state in request.proxy_state:
+        attributes += bytes([33, len(state) + 2]) + state
+    length = HEADER_LENGTH + len(attributes)
+    if length > MAX_PACKET_LENGTH:
+        raise RadiusPacketError(f"reply too long ({length} octets, at most 4096)")
+    header = struct.pack("!BBH", code, request.identifier, length)
+    signature = _hmac_md5(secret, header + request.authenticator + attributes)
+    attributes = attributes[:2] + signature + attributes[18:]
+    response = hashlib.md5(header + request.authenticator + attributes + secret).digest()
+    return header + response + attributes
+
+
+__all__ += [
+    "BadRequestAuthenticator",
+    "DynauthRequest",
+    "ErrorCause",
+    "MissingMessageAuthenticator",
+    "coa_request",
+    "decode_dynauth_request",
+    "disconnect_request",
+    "encode_dynauth_reply",
+    "encode_dynauth_request",
+]

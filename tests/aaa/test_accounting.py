@@ -1,0 +1,432 @@
+"""aaa.radius.accounting: records through the spool to a real FreeRADIUS (its detail file),
+kept across an outage and a restart, resent in order with Acct-Delay-Time."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import DatagramProtocol
+
+from aaa.radius import spool
+from aaa.radius.accounting import (
+    AccountingSession,
+    AcctSessionIds,
+    AcctStatus,
+    RadiusAccounting,
+    session_attributes,
+)
+from aaa.radius.auth import AccessRequestSettings
+from aaa.radius.client import RadiusClient, RadiusUnavailable
+from aaa.radius.packet import Code, Reply
+from lns.config import RadiusServer, Secret
+from lns.pool import database
+from lns.ppp.termination import TerminateCause
+from tests.aaa.conftest import PLAIN, RADIUS_SECRET, TIMED
+from tests.integration.ports import free_udp_port
+
+NODE = "lns-test"
+SETTINGS = AccessRequestSettings(nas_identifier=NODE)
+GIGA = 1 << 32
+
+
+# --- fixtures and helpers -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("acct-template") / "lns.db"
+    engine = database.create_engine(f"sqlite:///{path}")
+    database.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def engine(tmp_path: Path, template: Path):
+    path = tmp_path / "lns.db"
+    shutil.copyfile(template, path)
+    engine = database.create_engine(f"sqlite:///{path}")
+    yield engine
+    engine.dispose()
+
+
+def spooled(engine) -> list[spool.SpooledRecord]:
+    with engine.begin() as conn:
+        return spool.due(conn, NODE, datetime.max.replace(tzinfo=UTC), 1000)
+
+
+class Watched:
+    """A sender in front of the real client (or none) that says when it was called."""
+
+    def __init__(self, client=None) -> None:
+        self.client = client
+        self.requests = []
+        self.answers: list[defer.Deferred] = []
+        self._waiters: list[tuple[int, defer.Deferred]] = []
+
+    def send_acct(self, request):
+        self.requests.append(request)
+        if self.client is not None:
+            d = self.client.send_acct(request)
+        else:
+            d = defer.Deferred()
+            self.answers.append(d)
+        ready = [w for w in self._waiters if len(self.requests) >= w[0]]
+        self._waiters = [w for w in self._waiters if w not in ready]
+        for _, waiter in ready:
+            waiter.callback(None)
+        return d
+
+    def sent(self, count: int) -> defer.Deferred:
+        """Fires once `count` requests have been sent in all."""
+        if len(self.requests) >= count:
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiters.append((count, waiter))
+        return waiter
+
+
+def ack(watched: Watched, index: int) -> None:
+    watched.answers[index].callback(Reply(Code.ACCOUNTING_RESPONSE, 0))
+
+
+class Relay(DatagramProtocol):
+    """A UDP relay to FreeRADIUS: the 'server coming back' on a port that was dead."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.client: tuple[str, int] | None = None
+
+    def datagramReceived(self, datagram, addr):
+        if addr == self.target:
+            if self.client is not None:
+                self.transport.write(datagram, self.client)
+        else:
+            self.client = addr
+            self.transport.write(datagram, self.target)
+
+
+def radius_client(acct_port: int, clock=None, timeout: float = 2.0, retries: int = 1):
+    server = RadiusServer(
+        address=ipaddress.ip_address("127.0.0.1"),
+        secret=Secret(RADIUS_SECRET),
+        auth_port=free_udp_port(),
+        acct_port=acct_port,
+        timeout=timeout,
+        retries=retries,
+    )
+    client = RadiusClient([server], reactor, False, clock=clock or reactor, dead_time=30.0)
+    client.start()
+    return client
+
+
+def detail_records(freeradius) -> list[dict[str, str]]:
+    """Every record of FreeRADIUS's detail files, in the order written, values unquoted."""
+    records = []
+    for path in sorted((freeradius.directory / "log" / "radacct").glob("*/detail-*")):
+        for block in path.read_text().split("\n\n"):
+            lines = [line for line in block.splitlines() if line.strip()]
+            if not lines:
+                continue
+            record = {}
+            for line in lines[1:]:
+                name, _, value = line.strip().partition(" = ")
+                record[name] = value.strip('"')
+            records.append(record)
+    return records
+
+
+def records_of(freeradius, acct_session_id: str) -> list[dict[str, str]]:
+    return [r for r in detail_records(freeradius) if r.get("Acct-Session-Id") == acct_session_id]
+
+
+def session(acct: RadiusAccounting, started_at: float, **changes) -> AccountingSession:
+    info = AccountingSession(
+        acct_session_id=acct.new_acct_session_id(),
+        iccid=TIMED.iccid,
+        nas_port=4242,
+        started_at=started_at,
+        called_number="iot.example",
+        framed_address=ipaddress.IPv4Address("100.64.1.2"),
+        class_attribute=b"class-45",
+        lac_address="198.51.100.7",
+        lac_hostname="lac1.example",
+    )
+    return dataclasses.replace(info, **changes)
+
+
+# --- unit: ids and attributes -----------------------------------------------------------
+
+
+def test_acct_session_ids_unique_across_restarts_and_nodes():
+    clock = task.Clock()
+    clock.advance(1_700_000_000.0)
+    first = AcctSessionIds("lns-1", clock)
+    a, b = first(), first()
+    clock.advance(0.001)  # the node restarts a millisecond later
+    again = AcctSessionIds("lns-1", clock)()
+    other = AcctSessionIds("lns-2", clock)()
+    assert len({a, b, again, other}) == 4
+    assert a.startswith("lns-1-")
+    assert other.startswith("lns-2-")
+    assert len(AcctSessionIds("n" * 64, clock)()) <= 64
+
+
+def test_stop_attributes_split_counters_into_gigawords():
+    info = AccountingSession(
+        "id-1",
+        PLAIN.iccid,
+        7,
+        started_at=1000.0,
+        octets_in=3 * GIGA + 5,
+        octets_out=GIGA - 1,
+        packets_in=GIGA + 2,
+        packets_out=9,
+        ppp_name="dev",
+    )
+    settings = dataclasses.replace(SETTINGS, username="{name}@{iccid}")
+    attrs = dict(
+        session_attributes(settings, AcctStatus.STOP, info, 1061.7, TerminateCause.IDLE_TIMEOUT)
+    )
+    assert attrs["User-Name"] == f"dev@{PLAIN.iccid}"
+    assert attrs["Calling-Station-Id"] == PLAIN.iccid
+    assert (attrs["Acct-Input-Octets"], attrs["Acct-Input-Gigawords"]) == (5, 3)
+    assert (attrs["Acct-Output-Octets"], attrs["Acct-Output-Gigawords"]) == (GIGA - 1, 0)
+    assert attrs["Acct-Input-Packets"] == 2  # packets have no Gigawords: they wrap
+    assert attrs["Acct-Session-Time"] == 61
+    assert attrs["Acct-Terminate-Cause"] == TerminateCause.IDLE_TIMEOUT
+    assert "Framed-IP-Address" not in attrs
+    assert "Class" not in attrs
+    start = dict(session_attributes(SETTINGS, AcctStatus.START, info, 1000.0))
+    assert "Acct-Session-Time" not in start
+    assert "Acct-Input-Octets" not in start
+
+
+# --- the pump with a fake sender and a fake clock -----------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_failed_record_blocks_later_ones_until_retried_in_order(engine):
+    clock = task.Clock()
+    clock.advance(1_700_000_000.0)
+    watched = Watched()
+    acct = RadiusAccounting(watched, engine, NODE, SETTINGS, clock=clock, retry_initial=10)
+    yield acct.start()
+    try:
+        info = session(acct, clock.seconds())
+        yield acct.session_started(info)
+        yield watched.sent(1)
+        watched.answers[0].errback(RadiusUnavailable("no RADIUS server answered"))
+        yield acct.idle()
+        [record] = spooled(engine)
+        assert record.attempts == 1
+        # During the backoff a Stop is spooled but not sent before the Start.
+        clock.advance(4)
+        yield acct.session_stopped(info, TerminateCause.USER_REQUEST)
+        yield acct.idle()
+        assert len(watched.requests) == 1
+        assert len(spooled(engine)) == 2
+        clock.advance(6)  # the retry: Start first (delay 10 s), then Stop (delay 6 s)
+        yield watched.sent(2)
+        ack(watched, 1)
+        yield watched.sent(3)
+        ack(watched, 2)
+        yield acct.idle()
+        statuses = [r.get("Acct-Status-Type") for r in watched.requests]
+        assert statuses == [1, 1, 2]
+        assert [r.get("Acct-Delay-Time") for r in watched.requests] == [0, 10, 6]
+        assert spooled(engine) == []
+        assert (acct.sent, acct.acknowledged, acct.failures) == (3, 2, 1)
+    finally:
+        yield acct.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_interim_updates_follow_the_interval_until_stop(engine):
+    clock = task.Clock()
+    clock.advance(1_700_000_000.0)
+    watched = Watched()
+    acct = RadiusAccounting(watched, engine, NODE, SETTINGS, clock=clock, interim_interval=600)
+    yield acct.start()
+    try:
+        counters = {"octets_in": 0}
+        info = session(acct, clock.seconds(), interim_interval=300.0)
+
+        def current():
+            return dataclasses.replace(info, **counters)
+
+        yield acct.session_started(info, current)
+        yield watched.sent(1)
+        ack(watched, 0)
+        counters["octets_in"] = GIGA + 7
+        clock.advance(300)
+        yield watched.sent(2)
+        ack(watched, 1)
+        interim = watched.requests[1]
+        assert interim.get("Acct-Status-Type") == AcctStatus.INTERIM_UPDATE
+        assert (interim.get("Acct-Input-Octets"), interim.get("Acct-Input-Gigawords")) == (7, 1)
+        assert interim.get("Acct-Session-Time") == 300
+        yield acct.session_stopped(current(), TerminateCause.SESSION_TIMEOUT)
+        yield watched.sent(3)
+        ack(watched, 2)
+        yield acct.idle()
+        clock.advance(3000)  # no more Interim-Updates after the Stop
+        yield acct.flush()
+        assert len(watched.requests) == 3
+    finally:
+        yield acct.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_leaves_unacknowledged_records_spooled(engine):
+    watched = Watched()
+    acct = RadiusAccounting(watched, engine, NODE, SETTINGS)
+    yield acct.start()
+    yield acct.accounting_on()
+    yield watched.sent(1)
+    yield acct.stop()  # the request in flight is cancelled; the record stays
+    assert [r.status for r in spooled(engine)] == [AcctStatus.ACCOUNTING_ON]
+    with pytest.raises(RuntimeError):
+        yield acct.accounting_off()
+
+
+# --- against FreeRADIUS -------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest_twisted.inlineCallbacks
+def test_start_interim_stop_arrive_with_their_values(freeradius, engine):
+    client = radius_client(freeradius.acct_port)
+    acct = RadiusAccounting(client, engine, NODE, SETTINGS)
+    yield acct.start()
+    try:
+        now = reactor.seconds()
+        info = session(acct, now - 125)
+        yield acct.session_started(info)
+        yield acct.interim(
+            dataclasses.replace(
+                info, octets_in=5 * GIGA + 1234, octets_out=777, packets_in=10, packets_out=11
+            )
+        )
+        final = dataclasses.replace(
+            info,
+            octets_in=6 * GIGA + 1,
+            octets_out=2 * GIGA + 2,
+            packets_in=20,
+            packets_out=21,
+        )
+        yield acct.session_stopped(final, TerminateCause.USER_REQUEST)
+        yield acct.flush()
+        assert spooled(engine) == []
+        start, interim, stop = records_of(freeradius, info.acct_session_id)
+    finally:
+        yield acct.stop()
+        yield client.stop()
+    assert [r["Acct-Status-Type"] for r in (start, interim, stop)] == [
+        "Start",
+        "Interim-Update",
+        "Stop",
+    ]
+    for record in (start, interim, stop):
+        assert record["User-Name"] == TIMED.iccid
+        assert record["Calling-Station-Id"] == TIMED.iccid
+        assert record["Called-Station-Id"] == "iot.example"
+        assert record["Framed-IP-Address"] == "100.64.1.2"
+        assert record["Class"] == "0x" + b"class-45".hex()
+        assert record["NAS-Port"] == "4242"
+        assert record["NAS-Identifier"] == NODE
+        assert record["Acct-Delay-Time"] == "0"
+    assert (interim["Acct-Input-Octets"], interim["Acct-Input-Gigawords"]) == ("1234", "5")
+    assert (stop["Acct-Input-Octets"], stop["Acct-Input-Gigawords"]) == ("1", "6")
+    assert (stop["Acct-Output-Octets"], stop["Acct-Output-Gigawords"]) == ("2", "2")
+    assert (stop["Acct-Input-Packets"], stop["Acct-Output-Packets"]) == ("20", "21")
+    assert stop["Acct-Terminate-Cause"] == "User-Request"
+    assert 125 <= int(stop["Acct-Session-Time"]) <= 127
+    assert "Acct-Session-Time" not in start
+
+
+@pytest.mark.integration
+@pytest_twisted.inlineCallbacks
+def test_stop_during_outage_arrives_when_the_server_is_back(freeradius, engine):
+    clock = task.Clock()
+    clock.advance(time.time())
+    port = free_udp_port()  # nothing listens there yet: the server is down
+    client = radius_client(port, clock=clock, timeout=2.0, retries=1)
+    watched = Watched(client)
+    acct = RadiusAccounting(watched, engine, NODE, SETTINGS, clock=clock, retry_initial=10)
+    relay = None
+    yield acct.start()
+    try:
+        info = session(acct, clock.seconds() - 60, octets_out=3 * GIGA)
+        yield acct.session_stopped(info, TerminateCause.LOST_CARRIER)
+        yield watched.sent(1)
+        clock.advance(2)  # retransmission
+        clock.advance(2)  # no reply: RadiusUnavailable, the record is postponed
+        yield acct.idle()
+        [record] = spooled(engine)
+        assert record.attempts == 1
+        relay = reactor.listenUDP(
+            port, Relay(("127.0.0.1", freeradius.acct_port)), interface="127.0.0.1"
+        )
+        clock.advance(10)  # the retry
+        yield watched.sent(2)
+        yield acct.idle()
+        assert spooled(engine) == []
+        [stop] = records_of(freeradius, info.acct_session_id)
+    finally:
+        yield acct.stop()
+        yield client.stop()
+        if relay is not None:
+            yield relay.stopListening()
+    assert stop["Acct-Status-Type"] == "Stop"
+    assert stop["Acct-Delay-Time"] == "14"
+    assert stop["Acct-Terminate-Cause"] == "Lost-Carrier"
+    assert stop["Acct-Session-Time"] == "60"
+    assert (stop["Acct-Output-Octets"], stop["Acct-Output-Gigawords"]) == ("0", "3")
+
+
+@pytest.mark.integration
+@pytest_twisted.inlineCallbacks
+def test_records_of_a_killed_node_are_delivered_by_the_next_start(freeradius, engine):
+    # The first run spools a Start and a Stop and dies before any is acknowledged.
+    old_clock = task.Clock()
+    old_clock.advance(time.time())
+    silent = Watched()
+    old = RadiusAccounting(silent, engine, NODE, SETTINGS, clock=old_clock)
+    yield old.start()
+    info = session(old, old_clock.seconds() - 30)
+    yield old.session_started(info)
+    yield old.session_stopped(info, TerminateCause.NAS_REBOOT)
+    yield silent.sent(1)
+    assert len(spooled(engine)) == 2
+    # The restarted node, 40 s later: what was left goes first, then its Accounting-On.
+    new_clock = task.Clock()
+    new_clock.advance(old_clock.seconds() + 40)
+    client = radius_client(freeradius.acct_port)
+    new = RadiusAccounting(client, engine, NODE, SETTINGS, clock=new_clock)
+    try:
+        yield new.start()
+        yield new.accounting_on()
+        yield new.flush()
+        assert spooled(engine) == []
+        start, stop = records_of(freeradius, info.acct_session_id)
+        assert new.new_acct_session_id() != old.new_acct_session_id()
+    finally:
+        yield new.stop()
+        yield old.stop()
+        yield client.stop()
+    assert (start["Acct-Status-Type"], stop["Acct-Status-Type"]) == ("Start", "Stop")
+    assert start["Acct-Delay-Time"] == stop["Acct-Delay-Time"] == "40"
+    assert stop["Acct-Terminate-Cause"] == "NAS-Reboot"
+    names = [r.get("Acct-Status-Type") for r in detail_records(freeradius)]
+    on = len(names) - 1 - names[::-1].index("Accounting-On")
+    ours = [r.get("Acct-Session-Id") for r in detail_records(freeradius)]
+    assert ours.index(info.acct_session_id) < on
