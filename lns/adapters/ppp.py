@@ -8,6 +8,7 @@ Every session's next deadline lives in one heap behind one reactor timer.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 from collections.abc import Callable
@@ -18,11 +19,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aaa.radius.accounting import AccountingSession
 from lns.adapters.timers import DeadlineTimer
 from lns.deadlines import Deadlines
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.effects import CallCleared, CallEstablished
 from lns.l2tp.result import CdnResult
+from lns.l2tp.session import IncomingCall
 from lns.pool.allocator import AddressOutsidePool, AllocationRequest, IccidHasLease, Lease
 from lns.ppp.auth import AuthRequest, CallContext, Decision
 from lns.ppp.session import (
@@ -76,6 +79,20 @@ class SessionQuery(Protocol):
     def framed_ip_address(self) -> ipaddress.IPv4Address | None: ...
 
 
+class Accounting(Protocol):
+    """RADIUS accounting (aaa.radius.accounting.RadiusAccounting)."""
+
+    def new_acct_session_id(self) -> str: ...
+
+    def session_started(
+        self, info: AccountingSession, current: Callable[[], AccountingSession] | None = None
+    ) -> defer.Deferred[None]: ...
+
+    def session_stopped(
+        self, info: AccountingSession, cause: TerminateCause
+    ) -> defer.Deferred[None]: ...
+
+
 class Authenticator(Protocol):
     """The AAA back end (RADIUS in production)."""
 
@@ -123,6 +140,7 @@ class PppCalls:
         clock: IReactorTime,
         rng: random.Random | None = None,
         username_template: str = "{iccid}",
+        accounting: Accounting | None = None,
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
@@ -136,6 +154,9 @@ class PppCalls:
         self._released: dict[CallKey, defer.Deferred[None]] = {}
         self.username_template = username_template
         self.acct_session_ids: dict[CallKey, str] = {}
+        self.accounting = accounting
+        self._calls: dict[CallKey, IncomingCall] = {}
+        self._accounted: dict[CallKey, tuple[PppSession, Callable[[], AccountingSession]]] = {}
 
     # --- CallHandler ----------------------------------------------------------------
 
@@ -155,6 +176,7 @@ class PppCalls:
         )
         session = PppSession(context, self.settings, self._rng, call.proxy_lcp, call.proxy_auth)
         self.sessions[key] = session
+        self._calls[key] = call
         self._apply(key, session, session.start(self.clock.seconds()))
 
     def ppp_frame_received(self, tunnel_id: int, session_id: int, frame: bytes) -> None:
@@ -348,6 +370,9 @@ class PppCalls:
         return result
 
     def _opened(self, key: CallKey, session: PppSession, effect: SessionOpened) -> None:
+        call = self._calls.get(key)
+        if self.accounting is not None and call is not None:
+            self._start_accounting(key, session, call, effect)
         self.log.info(
             "session up: ICCID {iccid}, address {address}, tunnel {tunnel} session {session}",
             iccid=session.context.iccid,
@@ -356,7 +381,54 @@ class PppCalls:
             session=key[1],
         )
 
+    def _start_accounting(
+        self, key: CallKey, session: PppSession, call: IncomingCall, effect: SessionOpened
+    ) -> None:
+        assert self.accounting is not None
+        decision = effect.decision
+        context = session.context
+        info = AccountingSession(
+            acct_session_id=self.accounting.new_acct_session_id(),
+            iccid=context.iccid,
+            nas_port=key[1],
+            started_at=self.clock.seconds(),
+            called_number=context.called_number,
+            ppp_name=(session.proxy_auth.name if session.proxy_auth else b"").decode(
+                "utf-8", "replace"
+            ),
+            framed_address=effect.address,
+            class_attribute=decision.class_attribute,
+            interim_interval=decision.interim_interval,
+            lac_address=context.lac_address,
+            lac_hostname=context.lac_hostname,
+        )
+
+        def current() -> AccountingSession:
+            return dataclasses.replace(
+                info,
+                octets_in=call.octets_in,
+                octets_out=call.octets_out,
+                packets_in=call.frames_in,
+                packets_out=call.frames_out,
+            )
+
+        self.acct_session_ids[key] = info.acct_session_id
+        self._accounted[key] = (session, current)
+        self.accounting.session_started(info, current).addErrback(self._accounting_failed)
+
+    def _accounting_failed(self, failure: Failure) -> None:
+        self.log.failure("accounting record not spooled", failure)
+
     def _closed(self, key: CallKey, session: PppSession, effect: SessionClosed) -> None:
+        accounted = self._accounted.get(key)
+        if accounted is not None and accounted[0] is session:
+            del self._accounted[key]
+            self.acct_session_ids.pop(key, None)
+            if self.accounting is not None:
+                stopped = self.accounting.session_stopped(accounted[1](), effect.cause)
+                stopped.addErrback(self._accounting_failed)
+        if self._calls.get(key) is not None and self.sessions.get(key) in (session, None):
+            self._calls.pop(key, None)
         self.log.info(
             "session down: ICCID {iccid}, tunnel {tunnel} session {session}: {reason}",
             iccid=session.context.iccid,

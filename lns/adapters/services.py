@@ -6,10 +6,12 @@ import random
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime, IReactorUDP
 
-from aaa.radius.auth import RadiusAuthenticator
+from aaa.radius.accounting import RadiusAccounting, RadiusAccountingService
+from aaa.radius.auth import AccessRequestSettings, RadiusAuthenticator
 from aaa.radius.client import RadiusClientService
+from aaa.radius.dae import DynamicAuthorizationService
 from lns.adapters.l2tp import L2tpService
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
 from lns.adapters.ppp import AddressAllocator, Authenticator, NoAuthenticator, PppCalls
@@ -67,8 +69,9 @@ def lac_matches(config: Config) -> list[LacMatch]:
 
 
 class NodeService(service.MultiService):
-    """Starts the pool and RADIUS before L2TP; stops L2TP first (StopCCN to every LAC,
-    sessions closed, leases released), then RADIUS, then the pool.
+    """Starts the pool, RADIUS, accounting and dynamic authorization before L2TP; stops in
+    the reverse order, L2TP first (StopCCN to every LAC, sessions closed, Stop records
+    spooled, leases released), the pool last.
     """
 
     def __init__(
@@ -76,26 +79,29 @@ class NodeService(service.MultiService):
         l2tp: L2tpService,
         pool: service.Service | None,
         radius: service.Service | None = None,
+        accounting: service.Service | None = None,
+        dynauth: service.Service | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.l2tp = l2tp
         self.pool = pool
         self.radius = radius
-        for child in (pool, radius, l2tp):
-            if child is not None:
-                child.setServiceParent(self)
+        self.accounting = accounting
+        self.dynauth = dynauth
+        self._order = [c for c in (pool, radius, accounting, dynauth, l2tp) if c is not None]
+        for child in self._order:
+            child.setServiceParent(self)
 
     def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)
         return defer.ensureDeferred(self._stop_in_order())
 
     async def _stop_in_order(self) -> None:
-        for child in (self.l2tp, self.radius, self.pool):
-            if child is not None:
-                try:
-                    await defer.maybeDeferred(child.stopService)
-                except Exception:  # each service logs its own failure; stop the rest anyway
-                    continue
+        for child in reversed(self._order):
+            try:
+                await defer.maybeDeferred(child.stopService)
+            except Exception:  # each service logs its own failure; stop the rest anyway
+                continue
 
 
 def make_service(
@@ -110,16 +116,31 @@ def make_service(
 
         reactor = global_reactor
     assert reactor is not None
+    radius: RadiusAuthenticator | None = None
     radius_service: RadiusClientService | None = None
     if authenticator is None and config.aaa.radius:
         radius = RadiusAuthenticator.from_config(config, reactor)
         radius_service = RadiusClientService(radius.client)
         authenticator = radius
+    pool: SqlAddressPool | None = None
     pool_service: AddressPoolService | None = None
     if allocator is None:
         pool = SqlAddressPool.from_config(config, reactor=reactor)  # type: ignore[arg-type]
         pool_service = AddressPoolService(pool, migrate=config.database.migrate_on_start)
         allocator = pool
+    accounting: RadiusAccounting | None = None
+    accounting_service: RadiusAccountingService | None = None
+    if radius is not None and pool is not None:
+        # Records are spooled in the node's database before they are sent.
+        accounting = RadiusAccounting(
+            radius.client,
+            pool.engine,
+            config.lns.node_name,
+            AccessRequestSettings.from_config(config),
+            reactor=IReactorFromThreads(reactor),
+            interim_interval=config.aaa.interim_interval,
+        )
+        accounting_service = RadiusAccountingService(accounting)
     calls = PppCalls(
         ppp_settings(config),
         authenticator if authenticator is not None else NoAuthenticator(NO_AAA),
@@ -127,10 +148,16 @@ def make_service(
         reactor,
         random.SystemRandom(),
         username_template=config.aaa.username,
+        accounting=accounting,
     )
     endpoint = LnsEndpoint(tunnel_settings(config), lac_matches(config))
     l2tp = L2tpService(
         endpoint, (config.l2tp.listen_host, config.l2tp.listen_port), reactor=reactor, calls=calls
     )
     calls.link = l2tp
-    return NodeService(l2tp, pool_service, radius_service)
+    dynauth = (
+        DynamicAuthorizationService.from_config(config, calls, IReactorUDP(reactor))
+        if config.aaa.dynauth is not None
+        else None
+    )
+    return NodeService(l2tp, pool_service, radius_service, accounting_service, dynauth)

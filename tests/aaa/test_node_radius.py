@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
 
 from lns.adapters.lac_udp import LacClient
 from lns.adapters.services import make_service
@@ -19,9 +20,12 @@ from lns.lacsim.device import Device
 from lns.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap, proxy_pap
 from tests.aaa.conftest import BARRED, BY_ICCID, PLAIN, RADIUS_SECRET, STATIC
 from tests.aaa.freeradius import FreeRadius
+from tests.aaa.test_accounting import records_of
+from tests.aaa.test_dae import radclient  # noqa: F401 (a fixture)
 from tests.integration.ports import free_udp_port
 
 L2TP_SECRET = "node-radius-l2tp-secret"
+DAE_SECRET = "node-radius-dae-secret"
 POOL = ipaddress.ip_network("100.64.30.0/28")
 
 
@@ -102,6 +106,100 @@ def test_sessions_authenticated_by_freeradius(tmp_path: Path, freeradius: FreeRa
         assert by_iccid.device.address == ipaddress.IPv4Address("100.64.20.60")  # type: ignore[attr-defined]
         assert "authentication failed" in wrong.result.message  # type: ignore[attr-defined]
         assert "SIM barred by the operator" in barred.result.message  # type: ignore[attr-defined]
+    finally:
+        yield node.stopService()
+        yield client.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_accounting_and_radclient_disconnect_on_a_live_session(
+    tmp_path: Path,
+    freeradius: FreeRadius,
+    radclient: str,  # noqa: F811 (the fixture imported above)
+):
+    """Start in FreeRADIUS's detail file; a real Disconnect-Request from radclient clears
+    the call with a CDN; the Stop arrives with Acct-Terminate-Cause = Admin-Reset."""
+    url = f"sqlite:///{tmp_path / 'lns.db'}"
+    assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
+    assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
+    dae_port = free_udp_port()
+    config = parse_config(
+        {
+            "lns": {"node_name": "dae-node"},
+            "l2tp": {
+                "listen": f"127.0.0.1:{free_udp_port()}",
+                "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": L2TP_SECRET}],
+            },
+            "aaa": {
+                "nas_identifier": "dae-node",
+                "require_message_authenticator": False,
+                "radius": [
+                    {
+                        "address": "127.0.0.1",
+                        "auth_port": freeradius.auth_port,
+                        "acct_port": freeradius.acct_port,
+                        "secret": RADIUS_SECRET,
+                    }
+                ],
+                "dynauth": {
+                    "listen": f"127.0.0.1:{dae_port}",
+                    "client": [{"address": "127.0.0.1", "secret": DAE_SECRET}],
+                },
+            },
+            "database": {"url": url, "migrate_on_start": False},
+            "dataplane": {"mode": "none"},
+        }
+    )
+    node = make_service(config, reactor=reactor)
+    node.startService()
+    assert node.pool is not None
+    yield node.pool.ready
+    assert node.l2tp.port is not None
+    lac = Lac(hostname="lac1", secret=L2TP_SECRET.encode(), rng=random.Random(11))
+    client = LacClient(lac, ("127.0.0.1", node.l2tp.port.port), reactor)
+    client.start()
+    calls = node.l2tp.calls
+    try:
+        tunnel = lac.open_tunnel(reactor.seconds())
+        call = lac.place_call(
+            tunnel,
+            PLAIN.iccid,
+            proxy_lcp=default_proxy_lcp(lac.rng),
+            proxy_auth=proxy_chap(PLAIN.password.encode(), lac.rng),
+            device=Device(rng=random.Random(1)),
+        )
+        client.flush()
+        yield client.until(lambda: call.device is not None and call.device.address is not None)
+        acct_id = next(iter(calls.acct_session_ids.values()))  # type: ignore[attr-defined]
+        accounting = node.accounting.accounting  # type: ignore[union-attr]
+        yield accounting.flush()
+        yield accounting.idle()
+        start = records_of(freeradius, acct_id)
+        assert [r["Acct-Status-Type"] for r in start] == ["Start"]
+        assert start[0]["Calling-Station-Id"] == PLAIN.iccid
+        assert start[0]["Framed-IP-Address"] == str(call.device.address)  # type: ignore[union-attr]
+
+        request = tmp_path / "disconnect.txt"
+        request.write_text(f'Calling-Station-Id = "{PLAIN.iccid}"\n')
+        args = ["-x", "-t", "2", "-r", "2", "-f", str(request), f"127.0.0.1:{dae_port}"]
+        out, err, code = yield getProcessOutputAndValue(
+            radclient, [*args, "disconnect", DAE_SECRET], reactor=reactor
+        )
+        output = (out + err).decode(errors="replace")
+        assert code == 0, output
+        assert "Disconnect-ACK" in output
+        yield client.until(lambda: call.result is not None)
+        assert call.result is not None
+        assert "Disconnect-Request" in call.result.message
+        yield accounting.flush()  # the Stop was spooled before this pass started
+        yield accounting.idle()
+        assert [r["Acct-Status-Type"] for r in records_of(freeradius, acct_id)] == [
+            "Start",
+            "Stop",
+        ]
+        stop = records_of(freeradius, acct_id)[1]
+        assert stop["Acct-Status-Type"] == "Stop"
+        assert stop["Acct-Terminate-Cause"] == "Admin-Reset"
     finally:
         yield node.stopService()
         yield client.stop()
