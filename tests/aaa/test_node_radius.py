@@ -179,6 +179,19 @@ def test_accounting_and_radclient_disconnect_on_a_live_session(
         assert start[0]["Calling-Station-Id"] == PLAIN.iccid
         assert start[0]["Framed-IP-Address"] == str(call.device.address)  # type: ignore[union-attr]
 
+        # A CoA-Request changes the live session's Session-Timeout.
+        coa = tmp_path / "coa.txt"
+        coa.write_text(f'Calling-Station-Id = "{PLAIN.iccid}"\nSession-Timeout = 900\n')
+        args = ["-x", "-t", "2", "-r", "2", "-f", str(coa), f"127.0.0.1:{dae_port}"]
+        out, err, code = yield getProcessOutputAndValue(
+            radclient, [*args, "coa", DAE_SECRET], reactor=reactor
+        )
+        assert code == 0, (out + err).decode(errors="replace")
+        assert b"CoA-ACK" in out + err
+        (session,) = calls.sessions.values()  # type: ignore[attr-defined]
+        assert session.decision.session_timeout == 900
+        assert session.get_timer() is not None
+
         request = tmp_path / "disconnect.txt"
         request.write_text(f'Calling-Station-Id = "{PLAIN.iccid}"\n')
         args = ["-x", "-t", "2", "-r", "2", "-f", str(request), f"127.0.0.1:{dae_port}"]
