@@ -31,7 +31,6 @@ from sqlalchemy.engine import Engine
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -40,6 +39,7 @@ from aaa.radius import spool
 from aaa.radius.auth import AccessRequestSettings
 from aaa.radius.client import RadiusUnavailable
 from aaa.radius.packet import AttributeValue, RadiusPacketError, Reply, Request, accounting_request
+from lns.adapters.threads import run_tracked
 from lns.ppp.termination import TerminateCause
 
 __all__ = [
@@ -544,17 +544,9 @@ class RadiusAccounting:
         self._kick()
 
     def _db(self, work: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
-        d: defer.Deferred[_T] = deferToThreadPool(
-            self._reactor, self._threadpool, self._transaction, work, *args
+        return run_tracked(
+            self._reactor, self._threadpool, self._in_flight, self._transaction, work, *args
         )
-        self._in_flight.add(d)
-
-        def done(result: object) -> object:
-            self._in_flight.discard(d)
-            return result
-
-        d.addBoth(done)
-        return d
 
     def _transaction(self, work: Callable[..., _T], *args: Any) -> _T:
         with self.engine.begin() as connection:

@@ -26,11 +26,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from lns.adapters.threads import run_tracked
 from lns.config import Config
 from lns.pool import allocator, database
 from lns.pool.allocator import AllocationRequest, Lease, PoolUnavailable
@@ -282,17 +282,9 @@ class SqlAddressPool:
                 waiter.errback(self._unavailable())
 
     def _run(self, work: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
-        d: defer.Deferred[_T] = deferToThreadPool(
-            self._reactor, self._threadpool, _database_work, work, *args
+        return run_tracked(
+            self._reactor, self._threadpool, self._in_flight, _database_work, work, *args
         )
-        self._in_flight.add(d)
-
-        def done(result: object) -> object:
-            self._in_flight.discard(d)
-            return result
-
-        d.addBoth(done)
-        return d
 
 
 def _database_work(work: Callable[..., _T], *args: Any) -> _T:
