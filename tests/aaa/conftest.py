@@ -7,11 +7,15 @@ that is installed but does not start is an error, not a skip.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
+from lns.pool import database
 from tests.aaa.freeradius import FreeRadius, FreeRadiusError, ensure_freeradius
 from tests.integration.ports import free_udp_port
 
@@ -87,3 +91,23 @@ def freeradius(freeradius_binary: str) -> Iterator[FreeRadius]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite database, made once per module and copied for each test."""
+    path = tmp_path_factory.mktemp("aaa-template") / "lns.db"
+    engine = database.create_engine(f"sqlite:///{path}")
+    database.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def engine(tmp_path: Path, template: Path) -> Iterator[Engine]:
+    """A fresh copy of the migrated database (the accounting spool lives there)."""
+    path = tmp_path / "lns.db"
+    shutil.copyfile(template, path)
+    engine = database.create_engine(f"sqlite:///{path}")
+    yield engine
+    engine.dispose()

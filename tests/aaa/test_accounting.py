@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import shutil
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -27,7 +25,6 @@ from aaa.radius.auth import AccessRequestSettings
 from aaa.radius.client import RadiusClient, RadiusUnavailable
 from aaa.radius.packet import Code, Reply
 from lns.config import RadiusServer, Secret
-from lns.pool import database
 from lns.ppp.termination import TerminateCause
 from tests.aaa.conftest import PLAIN, RADIUS_SECRET, TIMED
 from tests.integration.ports import free_udp_port
@@ -38,24 +35,6 @@ GIGA = 1 << 32
 
 
 # --- fixtures and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("acct-template") / "lns.db"
-    engine = database.create_engine(f"sqlite:///{path}")
-    database.upgrade(engine)
-    engine.dispose()
-    return path
-
-
-@pytest.fixture
-def engine(tmp_path: Path, template: Path):
-    path = tmp_path / "lns.db"
-    shutil.copyfile(template, path)
-    engine = database.create_engine(f"sqlite:///{path}")
-    yield engine
-    engine.dispose()
 
 
 def spooled(engine) -> list[spool.SpooledRecord]:

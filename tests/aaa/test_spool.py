@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import shutil
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from aaa.radius import spool
-from lns.pool import database
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 NODE = "lns-1"
@@ -27,24 +24,6 @@ ATTRIBUTES = [
     ("Tunnel-Type:1", "L2TP"),
     ("Reply-Message", '["not", "json"] é'),
 ]
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("spool-template") / "lns.db"
-    engine = database.create_engine(f"sqlite:///{path}")
-    database.upgrade(engine)
-    engine.dispose()
-    return path
-
-
-@pytest.fixture
-def engine(tmp_path: Path, template: Path):
-    path = tmp_path / "lns.db"
-    shutil.copyfile(template, path)
-    engine = database.create_engine(f"sqlite:///{path}")
-    yield engine
-    engine.dispose()
 
 
 def test_attributes_round_trip_with_their_types():
