@@ -1,0 +1,289 @@
+"""RADIUS outages seen by whole nodes: the node service as twistd builds it, and twistd
+itself killed with SIGKILL, against the FreeRADIUS of the test session.
+
+RADIUS servers are made to go down by putting a :class:`LossyRelay` between the node and
+FreeRADIUS and setting its drop fraction to 1 (every datagram lost, both ways), which is
+what a dead server or a cut link looks like from the NAS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from lns.adapters.lac_udp import LacClient
+from lns.adapters.services import make_service
+from lns.cli import main as lns_admin
+from lns.config import parse_config
+from lns.lacsim.device import Device
+from lns.lacsim.lac import Lac, Phase, SimulatedCall, default_proxy_lcp, proxy_chap
+from lns.ppp.frame import Protocol, decode_frame
+from tests.aaa.conftest import PLAIN, RADIUS_SECRET, STATIC
+from tests.aaa.freeradius import FreeRadius
+from tests.aaa.test_accounting import detail_records
+from tests.integration.ports import free_udp_port
+from tests.integration.relay import LossyRelay
+
+REPO = Path(__file__).resolve().parents[2]
+L2TP_SECRET = "node-faults-l2tp-secret"
+POOL = ipaddress.ip_network("100.64.31.0/28")
+ECHO_REQUEST = 9
+
+
+def echo_requests(call: SimulatedCall) -> int:
+    """LCP Echo-Requests the LNS sent down this call (its keepalive)."""
+    count = 0
+    for frame in call.frames:
+        protocol, payload = decode_frame(frame)
+        if protocol == Protocol.LCP and payload[:1] == bytes([ECHO_REQUEST]):
+            count += 1
+    return count
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> defer.Deferred[None]:
+    """Fires once ``condition()`` holds (checked every 50 ms); fails after ``timeout``."""
+
+    def check(started: float) -> defer.Deferred[None] | None:
+        if condition():
+            return None
+        if reactor.seconds() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        return task.deferLater(reactor, 0.05, check, started)
+
+    return defer.maybeDeferred(check, reactor.seconds())
+
+
+def prepared_database(directory: Path) -> str:
+    url = f"sqlite:///{directory / 'lns.db'}"
+    assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
+    assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
+    return url
+
+
+@pytest_twisted.inlineCallbacks
+def test_all_radius_servers_down_refuses_new_sessions_and_keeps_established_ones(
+    tmp_path: Path, freeradius: FreeRadius
+):
+    relays = [LossyRelay(("127.0.0.1", freeradius.auth_port), 0.0, seed=n) for n in (1, 2)]
+    ports = [relay.start() for relay in relays]
+    config = parse_config(
+        {
+            "lns": {"node_name": "outage-node"},
+            "l2tp": {
+                "listen": f"127.0.0.1:{free_udp_port()}",
+                "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": L2TP_SECRET}],
+            },
+            # A fast keepalive: two missed echoes would end the session.
+            "ppp": {"echo_interval": 0.5, "echo_failures": 2},
+            "aaa": {
+                "require_message_authenticator": False,
+                "radius": [
+                    {
+                        "address": "127.0.0.1",
+                        "auth_port": port,
+                        "acct_port": freeradius.acct_port,
+                        "secret": RADIUS_SECRET,
+                        "timeout": 0.3,
+                        "retries": 1,
+                    }
+                    for port in ports
+                ],
+            },
+            "database": {"url": prepared_database(tmp_path), "migrate_on_start": False},
+            "dataplane": {"mode": "none"},
+        }
+    )
+    node = make_service(config, reactor=reactor)
+    node.startService()
+    assert node.pool is not None
+    assert node.l2tp.port is not None
+    yield node.pool.ready
+    lac = Lac(hostname="lac1", secret=L2TP_SECRET.encode(), rng=random.Random(5))
+    client = LacClient(lac, ("127.0.0.1", node.l2tp.port.port), reactor)
+    client.start()
+    try:
+        tunnel = lac.open_tunnel(reactor.seconds())
+        up = lac.place_call(
+            tunnel,
+            PLAIN.iccid,
+            proxy_lcp=default_proxy_lcp(lac.rng),
+            proxy_auth=proxy_chap(PLAIN.password.encode(), lac.rng),
+            device=Device(rng=random.Random(1)),
+        )
+        client.flush()
+        yield client.until(lambda: up.device is not None and up.device.address is not None)
+
+        # Both servers go silent.
+        for relay in relays:
+            relay.drop_fraction = 1.0
+        echoes_before = echo_requests(up)
+        refused = lac.place_call(
+            tunnel,
+            STATIC.iccid,
+            proxy_lcp=default_proxy_lcp(lac.rng),
+            proxy_auth=proxy_chap(STATIC.password.encode(), lac.rng),
+            device=Device(rng=random.Random(2)),
+        )
+        client.flush()
+        yield client.until(lambda: refused.phase is Phase.CLOSED, timeout=20)
+        # The established session keeps answering its keepalive all along: many more
+        # echoes than echo_failures pass and it stays up.
+        yield client.until(lambda: echo_requests(up) >= echoes_before + 6, timeout=20)
+        assert up.phase is Phase.ESTABLISHED  # the LNS never cleared it
+        assert len(node.l2tp.calls.sessions) == 1  # type: ignore[attr-defined]
+    finally:
+        yield node.stopService()
+        yield client.stop()
+        for relay in relays:
+            yield relay.stop()
+    assert refused.result is not None
+    assert refused.result.result == 4  # temporary lack of facilities (RFC 2661 4.4.2)
+    assert "no RADIUS server answered" in refused.result.message
+    assert refused.device is not None
+    assert refused.device.address is None
+    # Each server was tried: the relays saw requests and answered none.
+    assert all(relay.dropped_to_server > 0 for relay in relays)
+
+
+def start_twistd(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``twistd -n lns`` as a process, its log in a file; returns once it listens."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "--logfile",
+            str(log),
+            "lns",
+            "--config",
+            str(config),
+        ],
+        cwd=config.parent,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    return process
+
+
+STATUS_NAMES = {1: "Start", 2: "Stop", 3: "Interim-Update", 7: "Accounting-On", 8: "Accounting-Off"}
+
+
+def spooled_statuses(database: Path) -> list[str]:
+    """Acct-Status-Type of the records in the node's spool, oldest first."""
+    connection = sqlite3.connect(database)
+    try:
+        query = "SELECT status_type FROM accounting_spool ORDER BY id"
+        return [STATUS_NAMES[row[0]] for row in connection.execute(query)]
+    finally:
+        connection.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_records_spooled_by_a_killed_twistd_are_delivered_after_restart(
+    tmp_path: Path, freeradius: FreeRadius
+):
+    """RADIUS accounting is unreachable while a session comes and goes; the server is
+    killed with SIGKILL; the restarted server delivers the Start and Stop it spooled."""
+    database_url = prepared_database(tmp_path)
+    relay = LossyRelay(("127.0.0.1", freeradius.acct_port), 1.0, seed=3)
+    acct_port = relay.start()
+    l2tp_port = free_udp_port()
+    config = tmp_path / "lns.toml"
+    config.write_text(
+        f"""
+[lns]
+node_name = "killed-node"
+[l2tp]
+listen = "127.0.0.1:{l2tp_port}"
+[[l2tp.lac]]
+name = "sim"
+peer = "127.0.0.0/8"
+secret = "{L2TP_SECRET}"
+[aaa]
+nas_identifier = "killed-node"
+require_message_authenticator = false
+[[aaa.radius]]
+address = "127.0.0.1"
+auth_port = {freeradius.auth_port}
+acct_port = {acct_port}
+secret = "{RADIUS_SECRET}"
+timeout = 0.5
+retries = 0
+[database]
+url = "{database_url}"
+[dataplane]
+mode = "none"
+"""
+    )
+    database = tmp_path / "lns.db"
+    log = tmp_path / "first.log"
+    process = start_twistd(config, log)
+    client = None
+    try:
+        yield wait_for(
+            lambda: log.exists() and "L2TP listening" in log.read_text(), 30, "first start"
+        )
+        lac = Lac(hostname="lac1", secret=L2TP_SECRET.encode(), rng=random.Random(8))
+        client = LacClient(lac, ("127.0.0.1", l2tp_port), reactor)
+        client.start()
+        tunnel = lac.open_tunnel(reactor.seconds())
+        call = lac.place_call(
+            tunnel,
+            PLAIN.iccid,
+            proxy_lcp=default_proxy_lcp(lac.rng),
+            proxy_auth=proxy_chap(PLAIN.password.encode(), lac.rng),
+            device=Device(rng=random.Random(3)),
+        )
+        client.flush()
+        yield client.until(lambda: call.device is not None and call.device.address is not None)
+        lac.hang_up(call)
+        client.flush()
+        # Accounting-On, Start and Stop wait in the spool: nothing reaches FreeRADIUS.
+        yield wait_for(
+            lambda: spooled_statuses(database) == ["Accounting-On", "Start", "Stop"],
+            20,
+            "three records spooled",
+        )
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        yield client.stop()
+        client = None
+        assert relay.forwarded_to_server == 0
+
+        relay.drop_fraction = 0.0  # the accounting server is reachable again
+        log = tmp_path / "second.log"
+        process = start_twistd(config, log)
+        yield wait_for(lambda: spooled_statuses(database) == [], 30, "spool delivered")
+    finally:
+        if client is not None:
+            yield client.stop()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(15)
+        yield relay.stop()
+    records = [r for r in detail_records(freeradius) if r.get("NAS-Identifier") == "killed-node"]
+    statuses = [r["Acct-Status-Type"] for r in records]
+    assert statuses[:3] == ["Accounting-On", "Start", "Stop"]
+    start, stop = records[1], records[2]
+    assert start["Acct-Session-Id"] == stop["Acct-Session-Id"]
+    assert stop["Calling-Station-Id"] == PLAIN.iccid
+    assert stop["Acct-Terminate-Cause"] == "Lost-Carrier"  # the LAC's CDN, result 1
+    assert int(stop["Acct-Delay-Time"]) >= 0
+    assert "Accounting-On" in statuses[3:]  # the restarted node's own
+    output = (tmp_path / "first.log").read_text() + log.read_text()
+    assert RADIUS_SECRET not in output
+    assert L2TP_SECRET not in output
+    assert "Traceback" not in output
