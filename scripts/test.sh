@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { ! command -v "$1" >/dev/null 2>&1; }
-if need tshark || need ip || need freeradius || need radclient; then
+if need tshark || need ip || need ping || need freeradius || need radclient; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq tshark iproute2 freeradius freeradius-utils >/dev/null
+    apt-get install -y -qq tshark iproute2 iputils-ping freeradius freeradius-utils >/dev/null
 fi
 python -m pip install --quiet --disable-pip-version-check '.[test]'
 

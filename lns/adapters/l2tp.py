@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
+from lns.adapters.ratelimit import LogRateLimit
 from lns.adapters.timers import DeadlineTimer
 from lns.adapters.udp import Address, PktinfoUdpPort
 from lns.l2tp.avp import ResultCode
@@ -61,27 +62,6 @@ class CallRecorder:
         self.calls.pop((event.tunnel_id, event.session_id), None)
 
 
-class _DropLog:
-    """At most ``rate`` drop lines per second; the rest are counted and summarised."""
-
-    def __init__(self, rate: int = 20) -> None:
-        self.rate = rate
-        self._second = -1
-        self._logged = 0
-        self.suppressed = 0
-
-    def allow(self, now: float) -> bool:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._logged = 0
-        if self._logged < self.rate:
-            self._logged += 1
-            return True
-        self.suppressed += 1
-        return False
-
-
 class L2tpService(service.Service):
     log = Logger()
 
@@ -105,7 +85,7 @@ class L2tpService(service.Service):
         self.shutdown_grace = shutdown_grace
         self.port: PktinfoUdpPort | None = None
         self._timer = DeadlineTimer(reactor, self._on_timer)
-        self._drop_log = _DropLog()
+        self._drop_log = LogRateLimit()
         self._all_acked: defer.Deferred[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------

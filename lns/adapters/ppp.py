@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from twisted.internet import defer
@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from aaa.radius.accounting import AccountingSession
 from lns.adapters.timers import DeadlineTimer
+from lns.dataplane.forwarder import SessionPath
 from lns.deadlines import Deadlines
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.effects import CallCleared, CallEstablished
@@ -28,6 +29,7 @@ from lns.l2tp.result import CdnResult
 from lns.l2tp.session import IncomingCall
 from lns.pool.allocator import AddressOutsidePool, AllocationRequest, IccidHasLease, Lease
 from lns.ppp.auth import AuthRequest, CallContext, Decision
+from lns.ppp.frame import ip_packet
 from lns.ppp.session import (
     AllocateAddress,
     Authenticate,
@@ -117,6 +119,22 @@ class CallLink(Protocol):
     ) -> None: ...
 
 
+class SessionDataPlane(Protocol):
+    """The data plane (lns.adapters.dataplane.DataPlane): IP packets and routes."""
+
+    def session_opened(
+        self,
+        key: CallKey,
+        address: ipaddress.IPv4Address,
+        routes: Sequence[ipaddress.IPv4Network],
+        mru: int,
+    ) -> SessionPath: ...
+
+    def session_closed(self, key: CallKey) -> None: ...
+
+    def from_session(self, key: CallKey, packet: bytes) -> bool: ...
+
+
 class NoAuthenticator:
     """Refuses every session: the server runs without an AAA back end configured."""
 
@@ -141,6 +159,7 @@ class PppCalls:
         rng: random.Random | None = None,
         username_template: str = "{iccid}",
         accounting: Accounting | None = None,
+        dataplane: SessionDataPlane | None = None,
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
@@ -157,6 +176,9 @@ class PppCalls:
         self.accounting = accounting
         self._calls: dict[CallKey, IncomingCall] = {}
         self._accounted: dict[CallKey, tuple[PppSession, Callable[[], AccountingSession]]] = {}
+        self.dataplane = dataplane
+        # The sessions forwarding IP (from IPCP Opened to their end) and their counters.
+        self.paths: dict[CallKey, tuple[PppSession, SessionPath]] = {}
 
     # --- CallHandler ----------------------------------------------------------------
 
@@ -184,6 +206,16 @@ class PppCalls:
         session = self.sessions.get(key)
         if session is None:
             return
+        if self.dataplane is not None and key in self.paths:
+            # The data path: an IP packet of an open session goes straight to the
+            # data plane; everything else (LCP, IPCP, ...) to the session.
+            packet = ip_packet(frame)
+            if packet is not None and self.dataplane.from_session(key, packet):
+                now = self.clock.seconds()
+                session.last_activity = now  # Idle-Timeout counts the device's traffic
+                session.counters.frames_in += 1
+                session.counters.ip_packets_in += 1
+                return
         effects = session.frame_received(frame, self.clock.seconds())
         if effects:
             self._apply(key, session, effects)
@@ -370,6 +402,14 @@ class PppCalls:
         return result
 
     def _opened(self, key: CallKey, session: PppSession, effect: SessionOpened) -> None:
+        if self.dataplane is not None:
+            path = self.dataplane.session_opened(
+                key,
+                effect.address,
+                effect.decision.framed_routes,
+                session.lcp_policy.peer_mru,
+            )
+            self.paths[key] = (session, path)
         call = self._calls.get(key)
         if self.accounting is not None and call is not None:
             self._start_accounting(key, session, call, effect)
@@ -403,7 +443,18 @@ class PppCalls:
             lac_hostname=context.lac_hostname,
         )
 
+        forwarding = self.paths.get(key)
+        path = forwarding[1] if forwarding is not None and forwarding[0] is session else None
+
         def current() -> AccountingSession:
+            if path is not None:  # the data plane's IP counters: what the user moved
+                return dataclasses.replace(
+                    info,
+                    octets_in=path.octets_up,
+                    octets_out=path.octets_down,
+                    packets_in=path.packets_up,
+                    packets_out=path.packets_down,
+                )
             return dataclasses.replace(
                 info,
                 octets_in=call.octets_in,
@@ -420,6 +471,11 @@ class PppCalls:
         self.log.failure("accounting record not spooled", failure)
 
     def _closed(self, key: CallKey, session: PppSession, effect: SessionClosed) -> None:
+        forwarding = self.paths.get(key)
+        if forwarding is not None and forwarding[0] is session:
+            del self.paths[key]
+            if self.dataplane is not None:
+                self.dataplane.session_closed(key)  # routes gone before the Stop is counted
         accounted = self._accounted.get(key)
         if accounted is not None and accounted[0] is session:
             del self._accounted[key]

@@ -12,6 +12,7 @@ from aaa.radius.accounting import RadiusAccounting, RadiusAccountingService
 from aaa.radius.auth import AccessRequestSettings, RadiusAuthenticator
 from aaa.radius.client import RadiusClientService
 from aaa.radius.dae import DynamicAuthorizationService
+from lns.adapters.dataplane import DataPlaneService, make_dataplane
 from lns.adapters.l2tp import L2tpService
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
 from lns.adapters.ppp import AddressAllocator, Authenticator, NoAuthenticator, PppCalls
@@ -69,9 +70,9 @@ def lac_matches(config: Config) -> list[LacMatch]:
 
 
 class NodeService(service.MultiService):
-    """Starts the pool, RADIUS, accounting and dynamic authorization before L2TP; stops in
-    the reverse order, L2TP first (StopCCN to every LAC, sessions closed, Stop records
-    spooled, leases released), the pool last.
+    """Starts the pool, RADIUS, accounting, dynamic authorization and the data plane before
+    L2TP; stops in the reverse order, L2TP first (StopCCN to every LAC, sessions closed,
+    routes removed, Stop records spooled, leases released), the pool last.
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class NodeService(service.MultiService):
         radius: service.Service | None = None,
         accounting: service.Service | None = None,
         dynauth: service.Service | None = None,
+        dataplane: DataPlaneService | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.l2tp = l2tp
@@ -88,7 +90,9 @@ class NodeService(service.MultiService):
         self.radius = radius
         self.accounting = accounting
         self.dynauth = dynauth
-        self._order = [c for c in (pool, radius, accounting, dynauth, l2tp) if c is not None]
+        self.dataplane = dataplane
+        order = (pool, radius, accounting, dynauth, dataplane, l2tp)
+        self._order = [c for c in order if c is not None]
         for child in self._order:
             child.setServiceParent(self)
 
@@ -141,6 +145,13 @@ def make_service(
             interim_interval=config.aaa.interim_interval,
         )
         accounting_service = RadiusAccountingService(accounting)
+    dataplane = make_dataplane(
+        config.dataplane.mode,
+        config.dataplane.tun_name,
+        config.ppp.local_address,
+        config.dataplane.mss_clamp,
+        reactor,
+    )
     calls = PppCalls(
         ppp_settings(config),
         authenticator if authenticator is not None else NoAuthenticator(NO_AAA),
@@ -149,15 +160,20 @@ def make_service(
         random.SystemRandom(),
         username_template=config.aaa.username,
         accounting=accounting,
+        dataplane=dataplane,
     )
     endpoint = LnsEndpoint(tunnel_settings(config), lac_matches(config))
     l2tp = L2tpService(
         endpoint, (config.l2tp.listen_host, config.l2tp.listen_port), reactor=reactor, calls=calls
     )
     calls.link = l2tp
+    dataplane.link = l2tp
     dynauth = (
         DynamicAuthorizationService.from_config(config, calls, IReactorUDP(reactor))
         if config.aaa.dynauth is not None
         else None
     )
-    return NodeService(l2tp, pool_service, radius_service, accounting_service, dynauth)
+    dataplane_service = DataPlaneService(dataplane, config.ppp.local_address, config.ppp.mru)
+    return NodeService(
+        l2tp, pool_service, radius_service, accounting_service, dynauth, dataplane_service
+    )

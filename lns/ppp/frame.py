@@ -81,3 +81,16 @@ def encode_frame(protocol: int, payload: bytes, *, acfc: bool = False, pfc: bool
     if pfc and protocol < 0x100:
         return header + bytes((protocol,)) + payload
     return header + protocol.to_bytes(2, "big") + payload
+
+
+# The four shapes an IP frame can take (FF 03 present or not, Protocol field in 2 bytes
+# or 1), longest first: the data plane's fast test before a full decode.
+_IP_HEADERS = (b"\xff\x03\x00\x21", b"\xff\x03\x21", b"\x00\x21", b"\x21")
+
+
+def ip_packet(frame: bytes) -> bytes | None:
+    """The IP packet a frame carries (protocol 0x0021), or None for any other frame."""
+    for header in _IP_HEADERS:
+        if frame.startswith(header):
+            return frame[len(header) :]
+    return None

@@ -1,0 +1,250 @@
+"""A small operator site in network namespaces, for the data-plane test and benchmark::
+
+    [lac ns]  LAC + devices  10.210.0.2 --veth-- 10.210.0.1  [lns ns]
+                                                  twistd -n lns, TUN lns0 100.64.0.1,
+                                                  FreeRADIUS on its loopback
+                                                 10.211.0.1 --veth-- 10.211.0.2  [host ns]
+
+The server runs as a user runs it (``twistd -n lns --config``) with its TUN device,
+RADIUS (a real FreeRADIUS, started inside the server's namespace) and an SQLite pool.
+Every address here exists only inside the namespaces the site created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import queue
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lns.cli import main as lns_admin
+from tests.aaa.freeradius import FreeRadius
+from tests.netns import NetNs, veth
+
+REPO = Path(__file__).resolve().parents[2]
+L2TP_SECRET = "dataplane-l2tp-secret"
+RADIUS_SECRET = "dataplane-radius-secret"
+PASSWORD = "pw-dataplane"
+ICCID_BASE = 8944000000000100000
+POOL = ipaddress.ip_network("100.64.40.0/23")
+TUN_ADDRESS = "100.64.0.1"
+LNS_ADDRESS = "10.210.0.1"
+LAC_ADDRESS = "10.210.0.2"
+HOST = "10.211.0.2"
+LAN = ipaddress.ip_network("172.20.5.0/24")  # the Framed-Route of the first SIM
+MRU = 1450
+RADIUS_PORTS = (18120, 18130)
+
+
+class SiteError(RuntimeError):
+    """A process of the site did not do what was expected in time."""
+
+
+class Lines:
+    """A child's output, line by line, with a bound on each wait (read on a thread)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        assert process.stdout is not None
+        threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 60.0) -> str:
+        while True:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                raise SiteError(
+                    f"no such line within {timeout} s:\n" + "\n".join(self.seen[-30:])
+                ) from None
+            if line is None:
+                raise SiteError("the process ended:\n" + "\n".join(self.seen[-30:]))
+            self.seen.append(line)
+            if predicate(line):
+                return line
+
+    def json(self, timeout: float = 60.0) -> dict[str, Any]:
+        """The next JSON line; a driver's failure report raises."""
+        value: dict[str, Any] = json.loads(self.wait_for(lambda s: s.startswith("{"), timeout))
+        if value.get("phase") == "failed":
+            raise SiteError(f"driver failed: {value.get('error')}\n" + "\n".join(self.seen[-30:]))
+        return value
+
+    def rest(self, timeout: float = 30.0) -> str:
+        """Everything until the process ends."""
+        while True:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+        return "\n".join(self.seen)
+
+
+def users(sessions: int) -> str:
+    """FreeRADIUS users: one SIM per session, the first with a Framed-Route."""
+    entries = []
+    for index in range(sessions):
+        entry = f'{ICCID_BASE + index}\tCleartext-Password := "{PASSWORD}"'
+        if index == 0:
+            entry += f'\n\tFramed-Route = "{LAN} 0.0.0.0 1"'
+        entries.append(entry)
+    return "\n\n".join(entries) + "\n"
+
+
+def server_config(directory: Path, url: str, mss_clamp: bool = True, hello: int = 60) -> Path:
+    config = directory / "lns.toml"
+    config.write_text(
+        f"""
+[lns]
+node_name = "dataplane-node"
+[l2tp]
+listen = "{LNS_ADDRESS}:1701"
+hello_interval = {hello}
+[[l2tp.lac]]
+name = "op"
+peer = "10.210.0.0/30"
+secret = "{L2TP_SECRET}"
+[ppp]
+local_address = "{TUN_ADDRESS}"
+mru = {MRU}
+[aaa]
+require_message_authenticator = false
+[[aaa.radius]]
+address = "127.0.0.1"
+auth_port = {RADIUS_PORTS[0]}
+acct_port = {RADIUS_PORTS[1]}
+secret = "{RADIUS_SECRET}"
+[database]
+url = "{url}"
+[dataplane]
+mode = "tun"
+tun_name = "lns0"
+mss_clamp = {"true" if mss_clamp else "false"}
+"""
+    )
+    return config
+
+
+@dataclass
+class Site:
+    lac: NetNs
+    lns: NetNs
+    host: NetNs
+    directory: Path
+    server: subprocess.Popen[str] | None = None
+    log: Lines | None = None
+    radius: FreeRadius | None = None
+    cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def routes(self) -> list[str]:
+        return self.lns.ip("route", "show", "dev", "lns0", check=False).stdout.splitlines()
+
+    def stop_server(self) -> str:
+        """SIGTERM to the server; its whole log once it has exited."""
+        assert self.server is not None
+        assert self.log is not None
+        self.server.terminate()
+        self.server.wait(30)
+        return self.log.rest()
+
+    def drive(self, sessions: int, *extra: str) -> tuple[subprocess.Popen[str], Lines]:
+        """The LAC and its devices (tests/dataplane/session_driver.py) in the LAC namespace."""
+        driver = self.lac.popen(
+            sys.executable,
+            "-m",
+            "tests.dataplane.session_driver",
+            "--server",
+            f"{LNS_ADDRESS}:1701",
+            "--local",
+            LAC_ADDRESS,
+            "--secret",
+            L2TP_SECRET,
+            "--password",
+            PASSWORD,
+            "--sessions",
+            str(sessions),
+            "--iccid-base",
+            str(ICCID_BASE),
+            "--mru",
+            str(MRU),
+            *extra,
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        return driver, Lines(driver)
+
+
+def build_site(
+    create_namespace: Callable[[], NetNs],
+    directory: Path,
+    freeradius_binary: str,
+    sessions: int,
+    mss_clamp: bool = True,
+    hello: int = 60,
+    server_env: Sequence[tuple[str, str]] = (),
+) -> Site:
+    """Namespaces, links and routes; FreeRADIUS and the server started in the lns namespace.
+
+    The caller owns ``site.cleanup`` (FreeRADIUS is stopped through it); the namespaces
+    (and every process started in them) go with ``create_namespace``'s owner.
+    """
+    lac, lns, host = create_namespace(), create_namespace(), create_namespace()
+    site = Site(lac, lns, host, directory)
+    veth(lac, "lac0", f"{LAC_ADDRESS}/30", lns, "l2tp0", f"{LNS_ADDRESS}/30")
+    veth(lns, "up0", "10.211.0.1/30", host, "down0", f"{HOST}/30")
+    lns.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    for network in (POOL, LAN, ipaddress.ip_network(f"{TUN_ADDRESS}/32")):
+        host.ip("route", "add", str(network), "via", "10.211.0.1")
+
+    # FreeRADIUS inside the server's namespace, on its loopback.
+    wrapper = directory / "freeradius-in-netns"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {lns.name} {freeradius_binary} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    radius = FreeRadius(RADIUS_SECRET, users(sessions), *RADIUS_PORTS)
+    radius.start(str(wrapper))
+    site.radius = radius
+    site.cleanup.callback(radius.stop)
+
+    url = f"sqlite:///{directory / 'lns.db'}"
+    with contextlib.redirect_stdout(None):
+        assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
+        assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
+    config = server_config(directory, url, mss_clamp, hello)
+    site.server = lns.popen(
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        "lns",
+        "--config",
+        str(config),
+        cwd=directory,
+        env=dict(os.environ, PYTHONPATH=str(REPO), **dict(server_env)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    site.log = Lines(site.server)
+    site.log.wait_for(lambda line: "L2TP listening" in line)
+    return site
