@@ -25,7 +25,7 @@ from twisted.application import service
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
-from lns.adapters.ratelimit import LogRateLimit
+from lns.adapters.ratelimit import RateLimit
 from lns.adapters.tun import TunDevice, TunNetwork
 from lns.dataplane.forwarder import Forwarder, SessionPath
 
@@ -34,6 +34,7 @@ CallKey = tuple[int, int]
 # The PPP header put before every IP packet sent down a call: Address and Control
 # (RFC 1662 section 3.1), then the uncompressed Protocol field for IP (RFC 1332).
 PPP_IP_HEADER = b"\xff\x03\x00\x21"
+ICMP_ERRORS_PER_SECOND = 100
 
 
 class PppLink(Protocol):
@@ -62,7 +63,9 @@ class DataPlane:
         self.link: PppLink | None = None
         self.packets_written = 0
         self.route_errors = 0
-        self._drop_log = LogRateLimit()
+        self._drop_log = RateLimit()
+        # RFC 1812 section 4.3.2.8: ICMP errors we originate are rate-limited.
+        self._icmp = RateLimit(ICMP_ERRORS_PER_SECOND)
 
     # --- sessions ---------------------------------------------------------------------
 
@@ -145,9 +148,9 @@ class DataPlane:
         for packet in packets:
             path, out = forward(packet)
             if path is None:
-                if out and self.device is not None:
-                    for reply in out:  # ICMP fragmentation needed, back to the sender
-                        self.device.write(reply)
+                # ICMP fragmentation needed, back to the sender through the device.
+                if out and self.device is not None and self._icmp.allow(self.clock.seconds()):
+                    self.device.write(out[0])
                 continue
             if link is not None:
                 tunnel_id, session_id = path.key

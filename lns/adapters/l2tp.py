@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
-from lns.adapters.ratelimit import LogRateLimit
+from lns.adapters.ratelimit import RateLimit
 from lns.adapters.timers import DeadlineTimer
 from lns.adapters.udp import Address, PktinfoUdpPort
 from lns.l2tp.avp import ResultCode
@@ -85,7 +85,7 @@ class L2tpService(service.Service):
         self.shutdown_grace = shutdown_grace
         self.port: PktinfoUdpPort | None = None
         self._timer = DeadlineTimer(reactor, self._on_timer)
-        self._drop_log = LogRateLimit()
+        self._drop_log = RateLimit()
         self._all_acked: defer.Deferred[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------

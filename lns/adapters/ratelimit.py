@@ -1,10 +1,11 @@
-"""A bound on log lines for events that an attacker or a broken peer can repeat at will."""
+"""A bound per second on what an attacker or a broken peer can make us do at will
+(log lines, ICMP errors)."""
 
 from __future__ import annotations
 
 
-class LogRateLimit:
-    """At most ``rate`` lines per second; the rest are counted in ``suppressed``."""
+class RateLimit:
+    """At most ``rate`` events per second; the rest are counted in ``suppressed``."""
 
     def __init__(self, rate: int = 20) -> None:
         self.rate = rate

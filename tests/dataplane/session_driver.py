@@ -118,7 +118,7 @@ class Driver:
 
     @defer.inlineCallbacks
     def run(self) -> Any:
-        self.client.start()
+        lac_port = self.client.start()
         tunnel = self.lac.open_tunnel(reactor.seconds())
         for index in range(self.args.sessions):
             iccid = f"{self.args.iccid_base + index}"
@@ -158,6 +158,16 @@ class Driver:
         if self.args.syn:
             result["syn_ack_mss"] = yield self.syn(self.args.syn)
         result["strays"] = [x for s in self.sessions for x in s.strays]
+        if self.args.exit_after_up:
+            # For the benchmark: what a traffic generator needs to speak for these calls
+            # once this process is gone (the calls stay up at the LNS).
+            result["lac_port"] = lac_port
+            result["calls"] = [
+                [tunnel.peer_tunnel_id, s.call.peer_session_id, s.address]
+                for s in self.sessions
+            ]
+            print(json.dumps(result), flush=True)
+            return
         print(json.dumps(result), flush=True)
 
         self.poll_loop = task.LoopingCall(self.serve_lan)
@@ -267,6 +277,7 @@ def main() -> None:
     parser.add_argument("--spoof-check", action="store_true")
     parser.add_argument("--syn")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--exit-after-up", action="store_true")
     args = parser.parse_args()
     driver = Driver(args)
     outcome: list[int] = []
