@@ -56,6 +56,8 @@ class PktinfoUdpPort:
         self.receive_errors = 0
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._wildcard = ipaddress.ip_address(host).is_unspecified
+        # The ancillary data naming each local address we send from, made once each.
+        self._source_options: dict[str, tuple[int, int, bytes]] = {}
         self._socket: socket.socket | None = None
 
     def start(self) -> None:
@@ -135,7 +137,10 @@ class PktinfoUdpPort:
             return
         try:
             if self._wildcard and local is not None:
-                sock.sendmsg([data], [self._source_option(local)], 0, peer)
+                option = self._source_options.get(local)
+                if option is None:
+                    option = self._source_options[local] = self._source_option(local)
+                sock.sendmsg([data], [option], 0, peer)
             else:
                 sock.sendto(data, peer)
         except OSError:

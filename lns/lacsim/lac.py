@@ -21,10 +21,11 @@ from lns.l2tp.avp import AttributeType, Avp, MessageType, ResultCode, make
 from lns.l2tp.header import ControlPacket, DataPacket, decode_packet, encode_control, encode_data
 from lns.l2tp.message import ControlMessage, decode_message, encode_message
 from lns.l2tp.proxy import ProxyAuthenType
-from lns.l2tp.reliable import ReliableChannel, RetransmitPolicy
+from lns.l2tp.reliable import ReliableChannel, RetransmitPolicy, seq_distance
 from lns.l2tp.tunnel import PROTOCOL_VERSION_1_0, challenge_response
 from lns.l2tp.wire import MalformedPacket
 from lns.lacsim.device import Device
+from lns.ppp.frame import MalformedFrame, Protocol, decode_frame
 
 # LCP Configure-Request options (RFC 1661 section 6) as a LAC passes them on.
 LCP_MRU_1450 = bytes([1, 4, 0x05, 0xAA])
@@ -115,6 +116,7 @@ class SimulatedCall:
     frames: list[bytes] = field(default_factory=list)
     data_sequence: list[int | None] = field(default_factory=list)
     device: Device | None = None  # the PPP end of the call, when the test wants one
+    opened: bool = False  # the device's IPCP reached Opened (LacObserver.call_opened told)
     _data_ns: int = 0
 
 
@@ -132,6 +134,38 @@ class SimulatedTunnel:
     calls: dict[int, SimulatedCall] = field(default_factory=dict)
     waiting_calls: list[SimulatedCall] = field(default_factory=list)  # until SCCRP
     messages_received: list[MessageType | int] = field(default_factory=list)
+    # The HELLO being timed (Lac.send_hello): its body until it first leaves, then its Ns
+    # and when it left; cleared when an Nr beyond that Ns acknowledges it.
+    hello_payload: bytes | None = None
+    hello_ns: int | None = None
+    hello_sent_at: float = 0.0
+
+
+class LacObserver:
+    """What a driver of the LAC (the load generator) hears about, as it happens.
+
+    Every method does nothing here; override the ones you need. They are called
+    from inside :meth:`Lac.datagram_received` and :meth:`Lac.handle_timer`, so
+    they must not feed the LAC again, only record or queue work for later.
+    """
+
+    def tunnel_established(self, tunnel: SimulatedTunnel, now: float) -> None:
+        """SCCRP accepted (the LNS's challenge response checked), SCCCN queued."""
+
+    def tunnel_closed(self, tunnel: SimulatedTunnel, now: float) -> None:
+        """StopCCN received, the LNS failed authentication, or it stopped acknowledging."""
+
+    def call_opened(self, call: SimulatedCall, now: float) -> None:
+        """The call's device reached IPCP Opened (``call.device.address`` is set)."""
+
+    def call_closed(self, call: SimulatedCall, now: float) -> None:
+        """The LNS cleared the call with a CDN (``call.result`` says why)."""
+
+    def hello_acknowledged(self, tunnel: SimulatedTunnel, rtt: float, now: float) -> None:
+        """A HELLO from :meth:`Lac.send_hello` was acknowledged, ``rtt`` s after it left."""
+
+    def ip_received(self, call: SimulatedCall, packet: bytes, now: float) -> None:
+        """An IPv4 packet arrived for the call's device."""
 
 
 class Lac:
@@ -146,7 +180,12 @@ class Lac:
         receive_window: int = 8,
         hide_avps: bool = False,
         challenge: bool = True,
+        record: bool = True,
+        observer: LacObserver | None = None,
     ) -> None:
+        """``record`` False keeps no per-message history (``SimulatedCall.frames``,
+        ``data_sequence``, ``SimulatedTunnel.messages_received``), for runs with
+        many long-lived calls; ``observer`` hears about tunnels, calls and HELLOs."""
         self.hostname = hostname
         self.secret = secret
         self.rng = rng if rng is not None else random.Random(2661)
@@ -154,6 +193,8 @@ class Lac:
         self.receive_window = receive_window
         self.hide_avps = hide_avps
         self.send_challenge = challenge and secret is not None
+        self.record = record
+        self.observer = observer
         self.tunnels: dict[int, SimulatedTunnel] = {}
         self.malformed_received = 0
         self._outbox: list[bytes] = []
@@ -261,7 +302,17 @@ class Lac:
         )
 
     def send_hello(self, tunnel: SimulatedTunnel) -> None:
-        self._send(tunnel, MessageType.HELLO, [])
+        """A HELLO; the observer learns its round trip (first transmission to the Nr that
+        acknowledges it, by ZLB or piggybacked) unless another one is still being timed."""
+        payload = self._encode(ControlMessage(MessageType.HELLO, ()))
+        if tunnel.hello_payload is None and tunnel.hello_ns is None:
+            tunnel.hello_payload = payload
+        tunnel.channel.queue(payload)
+
+    @staticmethod
+    def hello_outstanding(tunnel: SimulatedTunnel) -> bool:
+        """A timed HELLO is queued or in flight, not yet acknowledged."""
+        return tunnel.hello_payload is not None or tunnel.hello_ns is not None
 
     def send_message(
         self, tunnel: SimulatedTunnel, message: ControlMessage, session_id: int = 0
@@ -308,10 +359,17 @@ class Lac:
         if isinstance(packet, DataPacket):
             call = tunnel.calls.get(packet.session_id)
             if call is not None:
-                call.frames.append(packet.payload)
-                call.data_sequence.append(packet.ns)
+                if self.record:
+                    call.frames.append(packet.payload)
+                    call.data_sequence.append(packet.ns)
+                if self.observer is not None:
+                    self._observe_data(call, packet.payload, now)
                 if call.device is not None:
                     self._device_output(call, call.device.frame_received(packet.payload, now))
+                    if not call.opened and call.device.address is not None:
+                        call.opened = True
+                        if self.observer is not None:
+                            self.observer.call_opened(call, now)
             return
         self._control(tunnel, packet, now)
 
@@ -323,9 +381,23 @@ class Lac:
             except MalformedPacket:
                 self.malformed_received += 1
                 return
+        if tunnel.hello_ns is not None and seq_distance(packet.nr, tunnel.hello_ns) > 0:
+            tunnel.hello_ns = None
+            if self.observer is not None:
+                self.observer.hello_acknowledged(tunnel, now - tunnel.hello_sent_at, now)
         for session_id, message in tunnel.channel.receive(packet.ns, packet.nr, item, now):
-            tunnel.messages_received.append(message.message_type)
+            if self.record:
+                tunnel.messages_received.append(message.message_type)
             self._handle(tunnel, session_id, message, now)
+
+    def _observe_data(self, call: SimulatedCall, frame: bytes, now: float) -> None:
+        assert self.observer is not None
+        try:
+            protocol, payload = decode_frame(frame)
+        except MalformedFrame:
+            return
+        if protocol == Protocol.IP:
+            self.observer.ip_received(call, payload, now)
 
     def _handle(
         self, tunnel: SimulatedTunnel, session_id: int, message: ControlMessage, now: float
@@ -333,6 +405,11 @@ class Lac:
         mtype = message.message_type
         if mtype == MessageType.SCCRP:
             self._on_sccrp(tunnel, message)
+            if self.observer is not None:
+                if tunnel.phase is Phase.ESTABLISHED:
+                    self.observer.tunnel_established(tunnel, now)
+                elif tunnel.phase is Phase.CLOSED:
+                    self.observer.tunnel_closed(tunnel, now)
         elif mtype == MessageType.StopCCN:
             if tunnel.peer_tunnel_id == 0:
                 # RFC 2661 section 6.4: a StopCCN can come before (or instead of) the
@@ -346,6 +423,8 @@ class Lac:
             tunnel.phase = Phase.CLOSED
             for call in tunnel.calls.values():
                 call.phase = Phase.CLOSED
+            if self.observer is not None:
+                self.observer.tunnel_closed(tunnel, now)
         elif mtype == MessageType.HELLO:
             tunnel.channel.ack_now(now)
         elif mtype == MessageType.ICRP:
@@ -360,6 +439,8 @@ class Lac:
                 result = message.get(AttributeType.RESULT_CODE)
                 cleared.result = result if isinstance(result, ResultCode) else None
                 cleared.phase = Phase.CLOSED
+                if self.observer is not None:
+                    self.observer.call_closed(cleared, now)
 
     def _on_sccrp(self, tunnel: SimulatedTunnel, message: ControlMessage) -> None:
         peer_tunnel = message.get(AttributeType.ASSIGNED_TUNNEL_ID)
@@ -438,6 +519,9 @@ class Lac:
         out, self._outbox = self._outbox, []
         for tunnel in self.tunnels.values():
             for o in tunnel.channel.datagrams_to_send(now):
+                if o.payload is tunnel.hello_payload:
+                    tunnel.hello_payload = None  # first transmission: the clock starts
+                    tunnel.hello_ns, tunnel.hello_sent_at = o.ns, now
                 out.append(
                     encode_control(tunnel.peer_tunnel_id, o.session_id, o.ns, o.nr, o.payload)
                 )
@@ -453,6 +537,8 @@ class Lac:
             if tunnel.channel.failed and tunnel.phase is not Phase.CLOSED:
                 tunnel.phase = Phase.CLOSED
                 tunnel.failure = "the LNS stopped acknowledging"
+                if self.observer is not None:
+                    self.observer.tunnel_closed(tunnel, now)
 
     def get_timer(self) -> float | None:
         deadlines = [

@@ -1,0 +1,570 @@
+"""One load run against an LNS: tunnels, a paced storm of sessions, hold, teardown.
+
+A :class:`~lns.lacsim.lac.Lac` emulates the operator's LAC; all its tunnels
+share one UDP socket, as a GGSN's do, and every datagram goes to the one server
+address the run was given. The run is a sequence of phases:
+
+* ``tunnels``: SCCRQ on every tunnel, until each is established or failed;
+* ``setup``: sessions placed round-robin on the established tunnels, at
+  ``rate`` per second with at most ``concurrency`` in flight; a session counts
+  as established when its device's IPCP reaches Opened (its setup latency runs
+  from the ICRQ being handed to the LAC), and as failed on a CDN, the loss of
+  its tunnel, or ``timeout`` without IPCP;
+* ``hold``: the sessions stay up ``hold`` seconds (and ping, when asked to);
+* ``teardown``: a CDN per session then a StopCCN per tunnel (or StopCCNs only),
+  each waited for until acknowledged or ``timeout``.
+
+Meanwhile every tunnel sends a HELLO every ``hello_interval`` and times its
+acknowledgement (ZLB or piggybacked Nr).
+
+For tens of thousands of sessions nothing here scans all sessions per event:
+setup timeouts sit in a deque in deadline order (they are placed in time
+order), the LAC keeps no per-frame history, received datagrams are handled as
+they come and what they cause is sent once per reactor turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import resource
+import socket
+from collections import deque
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from lns.adapters.timers import DeadlineTimer
+from lns.l2tp.avp import ResultCode
+from lns.l2tp.reliable import RetransmitPolicy
+from lns.lacsim.device import Device, DeviceBehaviour
+from lns.lacsim.lac import (
+    LCP_AUTH_CHAP_MD5,
+    LCP_AUTH_PAP,
+    Lac,
+    LacObserver,
+    Phase,
+    ProxyAuthSpec,
+    SimulatedCall,
+    SimulatedTunnel,
+    default_proxy_lcp,
+    proxy_chap,
+    proxy_pap,
+)
+from lns.loadgen.options import LoadOptions, ProxyAuth, Teardown
+from lns.loadgen.ping import echo_request, parse_echo_reply
+from lns.loadgen.progress import Progress, Snapshot
+from lns.loadgen.stats import RunStats, Samples
+from lns.ppp.frame import Protocol, encode_frame
+
+SOCKET_BUFFER = 8 * 1024 * 1024  # bytes: a storm's bursts must not overflow the socket
+STOPCCN_WAIT = 5.0  # seconds to wait for the StopCCNs' acknowledgements
+PING_TICK = 0.05  # seconds: the pings of one interval go out spread over it in ticks
+
+# Result Code of the CDN we send for a session that timed out or at teardown
+# (RFC 2661 section 4.4.2, CDN result 3: administrative reasons).
+_ADMINISTRATIVE = ResultCode(3)
+
+
+def result_text(kind: str, result: ResultCode | None) -> str:
+    """A CDN's or StopCCN's Result Code as a failure reason: ``CDN 2/0: message``."""
+    if result is None:
+        return f"{kind} without a Result Code"
+    code = f"{result.result}" if result.error is None else f"{result.result}/{result.error}"
+    return f"{kind} {code}: {result.message}" if result.message else f"{kind} {code}"
+
+
+class _Socket(DatagramProtocol):
+    def __init__(self, run: LoadRun) -> None:
+        self.run = run
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.run.datagram_received(datagram)
+
+
+class LoadRun(LacObserver):
+    """Runs once: :meth:`start` returns a Deferred that fires with the :class:`RunStats`."""
+
+    log = Logger()
+
+    def __init__(self, options: LoadOptions, reactor: Any, progress: Progress) -> None:
+        self.options = options
+        self.reactor = reactor
+        self.progress = progress
+        self.stats = RunStats(
+            server=options.server_text,
+            tunnels_requested=options.tunnels,
+            sessions_requested=options.sessions,
+            ping_target=None if options.ping is None else str(options.ping),
+        )
+        self.rng = random.Random(options.seed)
+        self.lac = Lac(
+            hostname=options.hostname,
+            secret=options.secret,
+            rng=self.rng,
+            retransmit=RetransmitPolicy(
+                initial=options.retransmit, cap=max(8.0, options.retransmit)
+            ),
+            receive_window=options.receive_window,
+            hide_avps=options.hide_avps,
+            record=False,
+            observer=self,
+        )
+        self.phase = "tunnels"
+        self._server = (str(options.server), options.port)
+        self._socket = _Socket(self)
+        self._port: IListeningPort | None = None
+        self._done: defer.Deferred[RunStats] = defer.Deferred()
+        self._timer = DeadlineTimer(reactor, self._on_timer)
+        self._flush_scheduled = False
+        self._phase_deadline: float | None = None
+        self._tunnels: list[SimulatedTunnel] = []
+        self._tunnels_up: list[SimulatedTunnel] = []
+        # Sessions: the next to place, those in flight (with their ICRQ time) and their
+        # setup deadlines in placement order, those up.
+        self._next_index = 0
+        self._setup_origin = 0.0
+        self._in_flight: dict[SimulatedCall, float] = {}
+        self._timeouts: deque[tuple[float, SimulatedCall]] = deque()
+        self._up: set[SimulatedCall] = set()
+        # Pinging: the sessions in the order they came up, a cursor into them, and
+        # those that had an answer.
+        self._ping_order: list[SimulatedCall] = []
+        self._ping_cursor = 0
+        self._ping_sequence = 0
+        self._ping_credit = 0.0
+        self._answered: set[SimulatedCall] = set()
+        self._loops: list[LoopingCall] = []
+        self._hello_loop: LoopingCall | None = None
+        self._ping_loop: LoopingCall | None = None
+        # The progress display's window.
+        self._recent_hello = Samples()
+        self._recent_established = 0
+        self._last_progress = 0.0
+        self._cpu_at_start = 0.0
+        self._teardown_step = ""
+
+    # --- the run ------------------------------------------------------------------------
+
+    def start(self) -> defer.Deferred[RunStats]:
+        options = self.options
+        if options.local is not None:
+            interface = str(options.local)
+        else:
+            interface = "::" if options.server.version == 6 else "0.0.0.0"
+        self._port = self.reactor.listenUDP(0, self._socket, interface, 65535)
+        self._grow_socket_buffers()
+        now = self.reactor.seconds()
+        self.stats.started_at = self._last_progress = now
+        self._cpu_at_start = _cpu_seconds()
+        self._phase_deadline = now + options.timeout
+        for _ in range(options.tunnels):
+            self._tunnels.append(self.lac.open_tunnel(now))
+        self._loop(self._show_progress, self.progress.interval)
+        if options.hello_interval > 0:
+            self._hello_loop = self._loop(self._send_hellos, options.hello_interval)
+        self._phase_changed(now)
+        self._flush()
+        return self._done
+
+    def interrupt(self) -> None:
+        """The operator asked to stop (SIGINT): tear down now; a second time, stop at once."""
+        if self.phase == "done":
+            return
+        now = self.reactor.seconds()
+        if self.phase == "teardown":
+            self.progress.note("interrupted again: stopping without waiting for acknowledgements")
+            self.stats.teardown_complete = False
+            self._finish(now)
+            return
+        self.stats.interrupted = True
+        self.progress.note("interrupted: tearing down (interrupt again to stop at once)")
+        self._begin_teardown(now)
+        self._flush()
+
+    def _loop(self, function: Any, interval: float) -> LoopingCall:
+        loop = LoopingCall(function)
+        loop.clock = self.reactor
+        loop.start(interval, now=False)
+        self._loops.append(loop)
+        return loop
+
+    def _stop_loop(self, loop: LoopingCall | None) -> None:
+        if loop is not None and loop.running:
+            loop.stop()
+
+    def _grow_socket_buffers(self) -> None:
+        sock = getattr(self._port, "socket", None)
+        if not isinstance(sock, socket.socket):
+            return
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):  # the kernel's limit stands
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+
+    # --- I/O ----------------------------------------------------------------------------
+
+    def datagram_received(self, datagram: bytes) -> None:
+        self.stats.datagrams_received += 1
+        self.lac.datagram_received(datagram, self.reactor.seconds())
+        if not self._flush_scheduled:
+            # What this datagram caused goes out with what the rest of this reactor
+            # turn's datagrams cause: one pass over the LAC, acks piggybacked.
+            self._flush_scheduled = True
+            self.reactor.callLater(0, self._flush)
+
+    def _on_timer(self) -> None:
+        self.lac.handle_timer(self.reactor.seconds())
+        self._flush()
+
+    def _flush(self) -> None:
+        """Advance the phases, send what the LAC has queued, re-arm the timer."""
+        self._flush_scheduled = False
+        if self.phase == "done":
+            return
+        now = self.reactor.seconds()
+        self._advance(now)
+        if self.phase == "done":
+            return
+        self._send(self.lac.datagrams_to_send(now))
+        self._timer.set(self._next_deadline())
+
+    def _send(self, datagrams: list[bytes]) -> None:
+        transport = self._socket.transport
+        if transport is None or self._port is None:
+            return
+        for data in datagrams:
+            try:
+                transport.write(data, self._server)
+            except OSError:
+                self.stats.send_errors += 1  # a full socket buffer: retransmission recovers
+            else:
+                self.stats.datagrams_sent += 1
+
+    def _next_deadline(self) -> float | None:
+        deadlines = []
+        lac_deadline = self.lac.get_timer()
+        if lac_deadline is not None:
+            deadlines.append(lac_deadline)
+        if self._phase_deadline is not None:
+            deadlines.append(self._phase_deadline)
+        if self._timeouts:
+            deadlines.append(self._timeouts[0][0])
+        if (
+            self.phase == "setup"
+            and self._next_index < self.options.sessions
+            and self.options.rate > 0
+            and len(self._in_flight) < self.options.concurrency
+        ):
+            deadlines.append(self._setup_origin + self._next_index / self.options.rate)
+        return min(deadlines) if deadlines else None
+
+    # --- phases -------------------------------------------------------------------------
+
+    def _advance(self, now: float) -> None:
+        if self.phase == "tunnels":
+            self._advance_tunnels(now)
+        if self.phase == "setup":
+            self._expire_setups(now)
+            self._place_sessions(now)
+            if not self._in_flight and (
+                self._next_index >= self.options.sessions or not self._tunnels_up
+            ):
+                self.stats.setup_finished_at = now
+                if self.options.hold > 0 and self._tunnels_up:
+                    self.phase = "hold"
+                    self._phase_deadline = now + self.options.hold
+                    if self.options.ping is not None:
+                        self._ping_loop = self._loop(self._send_pings, PING_TICK)
+                    self._phase_changed(now)
+                else:
+                    self._begin_teardown(now)
+        if self.phase == "hold" and (
+            not self._tunnels_up
+            or (self._phase_deadline is not None and now >= self._phase_deadline)
+        ):
+            self._begin_teardown(now)
+        if self.phase == "teardown":
+            self._advance_teardown(now)
+
+    def _advance_tunnels(self, now: float) -> None:
+        waiting = [t for t in self._tunnels if t.phase is Phase.WAITING]
+        if waiting and self._phase_deadline is not None and now >= self._phase_deadline:
+            for tunnel in waiting:
+                # Never answered: forget it, so its SCCRQ stops being retransmitted.
+                tunnel.phase = Phase.CLOSED
+                self.lac.tunnels.pop(tunnel.tunnel_id, None)
+                reason = f"no SCCRP within {self.options.timeout:g} s"
+                self.stats.tunnel_failures.add(reason)
+                self.progress.note(f"tunnel {tunnel.tunnel_id}: {reason}")
+            waiting = []
+        if waiting:
+            return
+        self._phase_deadline = None
+        self.phase = "setup"
+        self._setup_origin = now
+        self._phase_changed(now)
+
+    def _place_sessions(self, now: float) -> None:
+        options = self.options
+        while (
+            self._next_index < options.sessions
+            and self._tunnels_up
+            and len(self._in_flight) < options.concurrency
+            and (options.rate == 0 or self._setup_origin + self._next_index / options.rate <= now)
+        ):
+            index = self._next_index
+            self._next_index += 1
+            tunnel = self._tunnels_up[index % len(self._tunnels_up)]
+            self._place(tunnel, options.iccid(index), now)
+
+    def _place(self, tunnel: SimulatedTunnel, iccid: str, now: float) -> None:
+        options = self.options
+        password = options.password_of(iccid)
+        name = iccid.encode()
+        auth: ProxyAuthSpec | None = None
+        lcp_auth = b""
+        if options.auth is ProxyAuth.CHAP:
+            auth, lcp_auth = proxy_chap(password, self.rng, name), LCP_AUTH_CHAP_MD5
+        elif options.auth is ProxyAuth.PAP:
+            auth, lcp_auth = proxy_pap(password, name), LCP_AUTH_PAP
+        call = self.lac.place_call(
+            tunnel,
+            iccid,
+            called_number=options.called_number,
+            proxy_lcp=default_proxy_lcp(self.rng, lcp_auth) if options.proxy_lcp else None,
+            proxy_auth=auth,
+            # One random generator for every device: a Random each is 2.5 kB a session.
+            device=Device(DeviceBehaviour(password=password, name=name), rng=self.rng),
+        )
+        if self.stats.first_setup_at is None:
+            self.stats.first_setup_at = now
+        self.stats.sessions_attempted += 1
+        self._in_flight[call] = now
+        self._timeouts.append((now + options.timeout, call))
+
+    def _expire_setups(self, now: float) -> None:
+        while self._timeouts and self._timeouts[0][0] <= now:
+            _deadline, call = self._timeouts.popleft()
+            if call not in self._in_flight:
+                continue  # settled in time
+            if call.peer_session_id == 0:
+                stage = "no ICRP"
+            elif call.device is not None and call.device.state.auth_result == "failure":
+                stage = f"PPP authentication failed: {call.device.state.auth_message}"
+            else:
+                stage = "IPCP not opened"
+            self._fail(call, f"timeout after {self.options.timeout:g} s: {stage}")
+            if call.phase is not Phase.CLOSED:
+                self.lac.hang_up(call, _ADMINISTRATIVE)
+
+    def _begin_teardown(self, now: float) -> None:
+        self.phase = "teardown"
+        self._stop_loop(self._hello_loop)
+        self._stop_loop(self._ping_loop)
+        if self.options.ping is not None:
+            self.stats.sessions_unanswered = sum(1 for c in self._up if c not in self._answered)
+        for call in list(self._in_flight):
+            self._fail(call, "interrupted before it was established")
+        self._timeouts.clear()
+        self._phase_deadline = now + self.options.timeout
+        if self.options.teardown is Teardown.CDN:
+            self._teardown_step = "cdn"
+            for tunnel in self._tunnels_up:
+                for call in list(tunnel.calls.values()):
+                    if call.phase is not Phase.CLOSED:
+                        self.lac.hang_up(call, _ADMINISTRATIVE)
+                        self.stats.sessions_hung_up += 1
+        else:
+            self._close_tunnels(now)
+        self._phase_changed(now)
+
+    def _close_tunnels(self, now: float) -> None:
+        self._teardown_step = "stopccn"
+        self._phase_deadline = now + STOPCCN_WAIT
+        for tunnel in self._tunnels_up:
+            self.lac.close_tunnel(tunnel, ResultCode(1))
+        self._up.clear()
+
+    def _advance_teardown(self, now: float) -> None:
+        settled = all(t.channel.idle or t.channel.failed for t in self._tunnels_up)
+        expired = self._phase_deadline is not None and now >= self._phase_deadline
+        if expired and not settled:
+            self.stats.teardown_complete = False
+        if not (settled or expired):
+            return
+        if self._teardown_step == "cdn":
+            self._close_tunnels(now)
+        else:
+            self._finish(now)
+
+    def _finish(self, now: float) -> None:
+        self.phase = "done"
+        for loop in self._loops:
+            self._stop_loop(loop)
+        self._timer.cancel()
+        stats = self.stats
+        stats.finished_at = now
+        stats.retransmissions = sum(t.channel.retransmissions for t in self._tunnels)
+        stats.malformed_received = self.lac.malformed_received
+        stats.cpu_seconds = _cpu_seconds() - self._cpu_at_start
+        stats.max_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.progress.phase_changed(self._snapshot(now))
+        self.progress.finish()
+        port, self._port = self._port, None
+        stopped = port.stopListening() if port is not None else None
+        if isinstance(stopped, defer.Deferred):
+            stopped.addBoth(lambda _: self._done.callback(stats))
+        else:
+            self._done.callback(stats)
+
+    # --- what the LAC tells -------------------------------------------------------------
+
+    def tunnel_established(self, tunnel: SimulatedTunnel, now: float) -> None:
+        if self.phase != "tunnels":
+            return
+        self.stats.tunnels_established += 1
+        self._tunnels_up.append(tunnel)
+
+    def tunnel_closed(self, tunnel: SimulatedTunnel, now: float) -> None:
+        if self.phase in ("teardown", "done"):
+            return
+        if tunnel.result is not None:
+            reason = result_text("StopCCN", tunnel.result)
+        else:
+            reason = tunnel.failure or "closed"
+        if tunnel in self._tunnels_up:
+            self._tunnels_up.remove(tunnel)
+            self.stats.tunnel_failures.add(f"closed after setup: {reason}")
+        else:
+            self.stats.tunnel_failures.add(reason)
+        self.progress.note(f"tunnel {tunnel.tunnel_id}: {reason}")
+        for call in list(tunnel.calls.values()):
+            if call in self._in_flight:
+                self._fail(call, f"tunnel closed: {reason}")
+            elif call in self._up:
+                self._up.discard(call)
+                self.stats.drops.add(f"tunnel closed: {reason}")
+
+    def call_opened(self, call: SimulatedCall, now: float) -> None:
+        started = self._in_flight.pop(call, None)
+        if started is None:
+            return  # gave up on it already
+        self.stats.sessions_established += 1
+        self.stats.last_setup_at = now
+        self.stats.setup_latency.add(now - started)
+        self._recent_established += 1
+        self._up.add(call)
+        # The proxy AVPs went out in the ICCN; an idle session need not keep them.
+        call.proxy_lcp = call.proxy_auth = None
+        if self.options.ping is not None:
+            self._ping_order.append(call)
+
+    def call_closed(self, call: SimulatedCall, now: float) -> None:
+        if call in self._in_flight:
+            self._fail(call, result_text("CDN", call.result))
+        elif call in self._up:
+            self._up.discard(call)
+            self.stats.drops.add(result_text("CDN", call.result))
+
+    def hello_acknowledged(self, tunnel: SimulatedTunnel, rtt: float, now: float) -> None:
+        if self.phase in ("tunnels", "setup"):
+            self.stats.hello_setup.add(rtt)
+        elif self.phase == "hold":
+            self.stats.hello_hold.add(rtt)
+        else:
+            return
+        self._recent_hello.add(rtt)
+
+    def ip_received(self, call: SimulatedCall, packet: bytes, now: float) -> None:
+        reply = parse_echo_reply(packet)
+        if reply is None or self.options.ping is None:
+            return
+        device = call.device
+        if (
+            reply.identifier == call.session_id
+            and reply.source == self.options.ping
+            and device is not None
+            and reply.destination == device.address
+        ):
+            self.stats.pings_answered += 1
+            self._answered.add(call)
+        else:
+            self.stats.pings_misrouted += 1
+
+    def _fail(self, call: SimulatedCall, reason: str) -> None:
+        self._in_flight.pop(call, None)
+        self.stats.failures.add(reason)
+
+    # --- periodic work -------------------------------------------------------------------
+
+    def _send_hellos(self) -> None:
+        for tunnel in self._tunnels_up:
+            if Lac.hello_outstanding(tunnel):
+                self.stats.hellos_skipped += 1
+            else:
+                self.lac.send_hello(tunnel)
+        self._flush()
+
+    def _send_pings(self) -> None:
+        """This tick's share of the sessions each send one Echo Request."""
+        target = self.options.ping
+        order = self._ping_order
+        if target is None or not order:
+            return
+        # Each session once per interval: this tick's share, the fractions carried over.
+        self._ping_credit += len(order) * PING_TICK / self.options.ping_interval
+        share = min(int(self._ping_credit), len(order))
+        self._ping_credit -= share
+        for _ in range(share):
+            if self._ping_cursor >= len(order):
+                # A round is over: forget the sessions that went down since.
+                order[:] = [c for c in order if c in self._up]
+                self._ping_cursor = 0
+                if not order:
+                    break
+            call = order[self._ping_cursor]
+            self._ping_cursor += 1
+            address = call.device.address if call.device is not None else None
+            if call not in self._up or address is None:
+                continue
+            self._ping_sequence = (self._ping_sequence + 1) % 0x10000
+            packet = echo_request(address, target, call.session_id, self._ping_sequence)
+            self.lac.send_ppp(call, encode_frame(Protocol.IP, packet))
+            self.stats.pings_sent += 1
+        self._flush()
+
+    def _show_progress(self) -> None:
+        self.progress.update(self._snapshot(self.reactor.seconds()))
+
+    def _phase_changed(self, now: float) -> None:
+        self.progress.phase_changed(self._snapshot(now))
+
+    def _snapshot(self, now: float) -> Snapshot:
+        span = now - self._last_progress
+        rate = self._recent_established / span if span > 0 else 0.0
+        hello = self._recent_hello.percentile(99) if len(self._recent_hello) else None
+        if span >= 0.5 or self.phase == "done":
+            self._last_progress = now
+            self._recent_established = 0
+            self._recent_hello.clear()
+        return Snapshot(
+            elapsed=now - self.stats.started_at,
+            phase=self.phase,
+            tunnels_up=len(self._tunnels_up),
+            tunnels_requested=self.options.tunnels,
+            sessions_up=len(self._up),
+            sessions_failed=self.stats.sessions_failed,
+            in_flight=len(self._in_flight),
+            sessions_requested=self.options.sessions,
+            setups_per_second=rate,
+            hello_p99=hello,
+        )
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
