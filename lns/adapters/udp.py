@@ -24,6 +24,8 @@ Address = tuple[str, int]
 # Linux values; Python's socket module does not export IP_PKTINFO.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 _IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
 _IN6_PKTINFO = struct.Struct("=16sI")  # addr, ifindex
@@ -69,6 +71,7 @@ class PktinfoUdpPort:
             else:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            _enlarge_buffers(sock)
             sock.bind((self.host, self.requested_port))
         except OSError:
             sock.close()
@@ -153,3 +156,21 @@ class PktinfoUdpPort:
             return (socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, spec, bytes(4)))
         addr6 = socket.inet_pton(socket.AF_INET6, local)
         return (socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(addr6, 0))
+
+
+# Socket buffers for bursts: thousands of LACs' messages (or sessions' echoes) can arrive
+# between two reads, and the kernel's default (about 208 KiB) then drops them, costing
+# retransmissions and, for echoes, sessions. Root may exceed net.core.rmem_max/wmem_max
+# (the FORCE options); anyone else gets what the limits allow.
+SOCKET_BUFFER_BYTES = 8 << 20
+
+
+def _enlarge_buffers(sock: socket.socket) -> None:
+    for forced, plain in (
+        (SO_RCVBUFFORCE, socket.SO_RCVBUF),
+        (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+    ):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER_BYTES)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)

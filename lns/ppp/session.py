@@ -150,6 +150,7 @@ class _Counters:
     discarded: int = 0
     protocol_rejects: int = 0
     ip_packets_in: int = 0
+    repeated_requests: int = 0  # Configure-Requests repeated after Opened, re-acked
 
 
 class PppSession:
@@ -190,6 +191,9 @@ class PppSession:
         self._challenges_sent = 0
         self._auth_deadline: float | None = None
         self._echo_deadline: float | None = None
+        # The options of the peer's latest Configure-Request: once Opened, the ones we acked.
+        self._lcp_request: bytes | None = None
+        self._ipcp_request: bytes | None = None
         self._echo_outstanding = 0
         self._session_deadline: float | None = None
         self._pap_id = 0
@@ -327,6 +331,11 @@ class PppSession:
             return []
         _check_options(packet)
         if code == Code.CONFIGURE_REQUEST and self.lcp.state is AutomatonState.OPENED:
+            if packet.data == self._lcp_request:
+                # The device repeats the request we acked: our Configure-Ack was lost.
+                self.counters.repeated_requests += 1
+                ack = ControlPacket(Code.CONFIGURE_ACK, packet.identifier, packet.data)
+                return [self._lcp_send(ack)]
             # RFC 1661 section 4.1 lets the peer renegotiate from Opened (tld); the call
             # was set up with the LCP we have, so a device that restarts LCP ends it.
             return self.close(
@@ -334,6 +343,8 @@ class PppSession:
                 "the device renegotiated LCP after the link was up (not supported)",
                 now,
             )
+        if code == Code.CONFIGURE_REQUEST:
+            self._lcp_request = packet.data  # the one we ack last is the one in force
         return self._handle_lcp(self.lcp.receive(packet, now), now)
 
     def _ipcp_packet(self, packet: ControlPacket, now: float) -> list[Effect]:
@@ -343,11 +354,19 @@ class PppSession:
             return []
         _check_options(packet)
         if packet.code == Code.CONFIGURE_REQUEST and self.ipcp.state is AutomatonState.OPENED:
+            if packet.data == self._ipcp_request:
+                # The device repeats the request we acked: our Configure-Ack was lost.
+                # Renegotiating (RFC 1661 section 4.1) would take the session down for it.
+                self.counters.repeated_requests += 1
+                ack = ControlPacket(Code.CONFIGURE_ACK, packet.identifier, packet.data)
+                return [self._send(Protocol.IPCP, ack)]
             return self.close(
                 TerminateCause.NAS_REQUEST,
                 "the device renegotiated IPCP after the session was up (not supported)",
                 now,
             )
+        if packet.code == Code.CONFIGURE_REQUEST:
+            self._ipcp_request = packet.data  # the one we ack last is the one in force
         return self._handle_ipcp(self.ipcp.receive(packet, now), now)
 
     # --- LCP and IPCP automaton effects ---------------------------------------------------

@@ -261,3 +261,22 @@ def test_device_renegotiating_ipcp_after_open_ends_the_session() -> None:
     assert link.closed is not None
     assert "renegotiated IPCP" in link.closed.message
     assert link.released == [("lease", ASSIGNED)]
+
+
+def test_device_repeating_its_acked_request_gets_the_ack_again() -> None:
+    """Our Configure-Ack was lost: the device sends the same request again after we
+    are Opened. Acked again, the session stays up (no renegotiation for a lost packet)."""
+    link = make_link()
+    link.start()
+    assert link.opened is not None
+    acked = [p for p in packets(link.to_lns, Protocol.IPCP) if p.code == Code.CONFIGURE_REQUEST][-1]
+    before = len(link.to_device)
+    repeat = ControlPacket(Code.CONFIGURE_REQUEST, (acked.identifier + 1) % 256, acked.data)
+    link.send_from_device(encode_frame(Protocol.IPCP, repeat.encode()))
+
+    (ack,) = packets(link.to_device[before:], Protocol.IPCP)
+    assert ack.code == Code.CONFIGURE_ACK
+    assert ack.identifier == repeat.identifier
+    assert ack.data == acked.data
+    assert link.closed is None
+    assert link.session.counters.repeated_requests == 1

@@ -347,3 +347,24 @@ def test_stray_terminate_ack_in_opened_does_not_renegotiate() -> None:
     assert [p.code for p in lcp_sent(link)] == [Code.TERMINATE_REQUEST]
     assert link.closed is not None
     assert link.released == [("lease", ASSIGNED)]
+
+
+def test_renegotiated_lcp_request_repeated_after_open_is_acked_again() -> None:
+    link = make_link("always", GOOD_PROXY)
+    link.start()
+    assert link.opened is not None
+    acked = [p for p in lcp_received(link) if p.code == Code.CONFIGURE_REQUEST][-1]
+    before = len(link.to_device)
+    link.send_from_device(encode_frame(Protocol.LCP, acked.encode()))
+
+    (ack,) = packets(link.to_device[before:], Protocol.LCP)
+    assert (ack.code, ack.identifier, ack.data) == (
+        Code.CONFIGURE_ACK,
+        acked.identifier,
+        acked.data,
+    )
+    assert link.closed is None
+    # Other options are a renegotiation: the session ends, as before.
+    changed = ControlPacket(Code.CONFIGURE_REQUEST, 77, acked.data + LCP_MRU_1500)
+    link.send_from_device(encode_frame(Protocol.LCP, changed.encode()))
+    assert link.closed is not None
