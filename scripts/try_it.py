@@ -1,0 +1,184 @@
+"""Try lns on one machine, on loopback, in one command:
+
+    python scripts/try_it.py [--sessions 100] [--keep]
+
+1. starts a FreeRADIUS of its own (the test suite's, tests/aaa/freeradius.py; installed
+   from Debian when missing) with demo SIMs: ICCIDs from 8944000000000000001, each with
+   its ICCID as password;
+2. prepares an SQLite pool with ``lns-admin`` and starts ``twistd -n lns`` with a config
+   written next to it (loopback only, no TUN device: ``[dataplane] mode = "none"``);
+3. runs ``lns-loadgen`` with ``--sessions`` sessions over 2 tunnels (proxy CHAP) and
+   holds them up while it shows them with ``lns-admin lease list`` and ``pool list``;
+4. lets the sessions go and stops everything. With ``--keep`` the working directory
+   (config, database, logs) stays for a look; its path is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.aaa.freeradius import FreeRadius, FreeRadiusError, ensure_freeradius  # noqa: E402
+
+RADIUS_SECRET = "try-it-radius-secret"
+L2TP_SECRET = "try-it-l2tp-secret"
+ICCID_START = 8944000000000000001
+POOL = "100.64.0.0/22"
+HOLD = 20.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def users(count: int) -> str:
+    return "".join(
+        f'{ICCID_START + n}\tCleartext-Password := "{ICCID_START + n}"\n\n' for n in range(count)
+    )
+
+
+def config(directory: Path, l2tp: int, radius: FreeRadius) -> Path:
+    path = directory / "lns.toml"
+    path.write_text(
+        f"""# Written by scripts/try_it.py: everything on loopback.
+[lns]
+node_name = "try-it"
+[l2tp]
+listen = "127.0.0.1:{l2tp}"
+hostname = "lns-try-it"
+[[l2tp.lac]]
+name = "demo-operator"
+peer = "127.0.0.0/8"
+secret = "{L2TP_SECRET}"
+[ppp]
+local_address = "100.64.255.1"
+dns = ["192.0.2.53"]
+[aaa]
+nas_identifier = "try-it"
+require_message_authenticator = false  # FreeRADIUS 3.2 does not sign its replies
+[[aaa.radius]]
+address = "127.0.0.1"
+auth_port = {radius.auth_port}
+acct_port = {radius.acct_port}
+secret = "{RADIUS_SECRET}"
+[database]
+url = "sqlite:///{directory / "lns.db"}"
+[dataplane]
+mode = "none"
+"""
+    )
+    return path
+
+
+def run(title: str, *command: str) -> None:
+    print(f"\n$ {' '.join(command)}    # {title}", flush=True)
+    subprocess.run(command, check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    args = parser.parse_args()
+    for tool in ("lns-admin", "lns-loadgen", "twistd"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed: run `pip install .` first", file=sys.stderr)
+            return 2
+    try:
+        binary = ensure_freeradius()
+    except FreeRadiusError as exc:
+        print(f"FreeRADIUS is needed and could not be installed: {exc}", file=sys.stderr)
+        return 2
+    directory = Path(tempfile.mkdtemp(prefix="lns-try-it-"))
+    radius = FreeRadius(RADIUS_SECRET, users(args.sessions), free_port(), free_port())
+    server: subprocess.Popen[bytes] | None = None
+    loadgen: subprocess.Popen[bytes] | None = None
+    try:
+        print(f"starting FreeRADIUS with {args.sessions} demo SIMs ...", flush=True)
+        radius.start(binary)
+        port = free_port()
+        path = config(directory, port, radius)
+        url = f"sqlite:///{directory / 'lns.db'}"
+        run("the schema", "lns-admin", "--database-url", url, "db", "upgrade")
+        run("a pool", "lns-admin", "--database-url", url, "pool", "add", "default", POOL)
+        log = directory / "lns.log"
+        print(f"\nstarting twistd -n lns --config {path} (log: {log})", flush=True)
+        with log.open("wb") as output:
+            server = subprocess.Popen(
+                ["twistd", "-n", "--pidfile=", "lns", "--config", str(path)],
+                cwd=directory,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while "L2TP listening" not in log.read_text():
+            if server.poll() is not None or time.monotonic() > deadline:
+                print(log.read_text(), file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        secret = directory / "l2tp-secret"
+        secret.write_text(L2TP_SECRET + "\n")
+        command = [
+            "lns-loadgen",
+            f"127.0.0.1:{port}",
+            "--tunnels",
+            "2",
+            "--sessions",
+            str(args.sessions),
+            "--rate",
+            "200",
+            "--secret-file",
+            str(secret),
+            "--iccid-start",
+            str(ICCID_START),
+            "--hold",
+            str(HOLD),
+        ]
+        print(f"\n$ {' '.join(command)}", flush=True)
+        loadgen = subprocess.Popen(command)
+        # Once every session is up (the server logged each), show them while they are held.
+        deadline = time.monotonic() + 60
+        while log.read_text().count("session up:") < args.sessions:
+            if loadgen.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        run(
+            "the live sessions and their addresses",
+            "lns-admin",
+            "--config",
+            str(path),
+            "lease",
+            "list",
+        )
+        run("pool usage", "lns-admin", "--config", str(path), "pool", "list")
+        status = loadgen.wait()
+        run("after the sessions ended", "lns-admin", "--config", str(path), "pool", "list")
+        return status
+    finally:
+        if loadgen is not None and loadgen.poll() is None:
+            loadgen.send_signal(signal.SIGINT)
+            loadgen.wait(30)
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+        radius.stop()
+        if args.keep:
+            print(f"\nkept: {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
