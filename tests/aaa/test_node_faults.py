@@ -9,12 +9,10 @@ what a dead server or a cut link looks like from the NAS.
 from __future__ import annotations
 
 import ipaddress
-import os
 import random
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,8 +31,8 @@ from tests.aaa.freeradius import FreeRadius
 from tests.aaa.test_accounting import detail_records
 from tests.integration.ports import free_udp_port
 from tests.integration.relay import LossyRelay
+from tests.processes import twistd_command, working_tree_env
 
-REPO = Path(__file__).resolve().parents[2]
 L2TP_SECRET = "node-faults-l2tp-secret"
 POOL = ipaddress.ip_network("100.64.31.0/28")
 ECHO_REQUEST = 9
@@ -158,20 +156,9 @@ def test_all_radius_servers_down_refuses_new_sessions_and_keeps_established_ones
 def start_twistd(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """``twistd -n lns`` as a process, its log in a file; returns once it listens."""
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "--logfile",
-            str(log),
-            "lns",
-            "--config",
-            str(config),
-        ],
+        twistd_command(config, "--logfile", str(log)),
         cwd=config.parent,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=working_tree_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )

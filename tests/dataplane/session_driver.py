@@ -66,6 +66,15 @@ class Driver:
         self.targets = [int(ipaddress.IPv4Address(a)) for a in args.ping]
         self.serve = [ipaddress.IPv4Network(n) for n in args.serve]
 
+    def behaviour(self, iccid: str) -> DeviceBehaviour:
+        """With --device-auth the device answers the LNS's own CHAP/PAP as the SIM (name
+        = ICCID, the SIM's password), for an LNS that ignores proxy authentication."""
+        if self.args.device_auth:
+            return DeviceBehaviour(
+                mru=self.args.mru, name=iccid.encode(), password=self.args.password.encode()
+            )
+        return DeviceBehaviour(mru=self.args.mru)
+
     # --- I/O ---------------------------------------------------------------------------
 
     def send_ip(self, session: Session, packet: bytes) -> None:
@@ -127,7 +136,7 @@ class Driver:
                 iccid,
                 proxy_lcp=default_proxy_lcp(self.lac.rng),
                 proxy_auth=proxy_chap(self.args.password.encode(), self.lac.rng),
-                device=Device(DeviceBehaviour(mru=self.args.mru), rng=random.Random(index)),
+                device=Device(self.behaviour(iccid), rng=random.Random(index)),
             )
             self.sessions.append(Session(index, call))
         self.client.flush()
@@ -163,8 +172,7 @@ class Driver:
             # once this process is gone (the calls stay up at the LNS).
             result["lac_port"] = lac_port
             result["calls"] = [
-                [tunnel.peer_tunnel_id, s.call.peer_session_id, s.address]
-                for s in self.sessions
+                [tunnel.peer_tunnel_id, s.call.peer_session_id, s.address] for s in self.sessions
             ]
             print(json.dumps(result), flush=True)
             return
@@ -278,6 +286,11 @@ def main() -> None:
     parser.add_argument("--syn")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--exit-after-up", action="store_true")
+    parser.add_argument(
+        "--device-auth",
+        action="store_true",
+        help="devices answer CHAP/PAP with the ICCID as name and --password (for l2tpns)",
+    )
     args = parser.parse_args()
     driver = Driver(args)
     outcome: list[int] = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import os
 import queue
 import stat
 import subprocess
@@ -29,6 +28,7 @@ from typing import Any
 from lns.cli import main as lns_admin
 from tests.aaa.freeradius import FreeRadius
 from tests.netns import NetNs, veth
+from tests.processes import twistd_command, working_tree_env
 
 REPO = Path(__file__).resolve().parents[2]
 L2TP_SECRET = "dataplane-l2tp-secret"
@@ -231,16 +231,9 @@ def build_site(
         assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
     config = server_config(directory, url, mss_clamp, hello)
     site.server = lns.popen(
-        sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
-        "lns",
-        "--config",
-        str(config),
+        *twistd_command(config),
         cwd=directory,
-        env=dict(os.environ, PYTHONPATH=str(REPO), **dict(server_env)),
+        env=working_tree_env(**dict(server_env)),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -7,10 +7,8 @@ and the process must exit cleanly, having logged each event on one line.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +18,8 @@ from twisted.internet import reactor
 from lns.adapters.lac_udp import LacClient
 from lns.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap
 from tests.integration.ports import free_udp_port
+from tests.processes import twistd_command, working_tree_env
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = b"twistd-test-secret"
 ICCID = "8944200000000000017"
 
@@ -49,20 +47,10 @@ url = "sqlite:///{directory / "lns.db"}"
 
 
 def start_twistd(config: Path, cwd: Path) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "lns",
-            "--config",
-            str(config),
-        ],
+        twistd_command(config),
         cwd=cwd,
-        env=env,
+        env=working_tree_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -129,20 +117,10 @@ def test_twistd_serves_a_session_and_stops_with_stopccn(tmp_path: Path):
 def test_bad_config_stops_the_start_naming_the_key(tmp_path: Path):
     path = tmp_path / "lns.toml"
     path.write_text('[l2tp]\nhello_interval = "often"\n')
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "lns",
-            "--config",
-            str(path),
-        ],
+        twistd_command(path),
         cwd=tmp_path,
-        env=env,
+        env=working_tree_env(),
         capture_output=True,
         text=True,
         timeout=60,

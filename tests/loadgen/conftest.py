@@ -8,10 +8,8 @@ on a free loopback port.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +20,8 @@ import pytest
 from lns.cli import main as lns_admin
 from tests.aaa.freeradius import FreeRadius, FreeRadiusError, ensure_freeradius
 from tests.integration.ports import free_udp_port
+from tests.processes import twistd_command, working_tree_env
 
-REPO = Path(__file__).resolve().parents[2]
 RADIUS_SECRET = "loadgen-radius-secret"
 L2TP_SECRET = "loadgen-l2tp-secret"
 ICCID_START = "8944990000000000001"
@@ -111,18 +109,9 @@ def lns_server(
     port = free_udp_port()
     config = write_config(tmp_path, port, loadgen_radius)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "lns",
-            "--config",
-            str(config),
-        ],
+        twistd_command(config),
         cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=working_tree_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -4,12 +4,12 @@ FreeRADIUS and an SQLite pool (tests/loadgen/conftest.py)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.loadgen.conftest import L2TP_SECRET, REPO, SIMS, LnsProcess, iccid
+from tests.loadgen.conftest import L2TP_SECRET, SIMS, LnsProcess, iccid
+from tests.processes import working_tree_env
 
 
 def loadgen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -17,7 +17,7 @@ def loadgen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lns.loadgen", *args],
         cwd=cwd,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=working_tree_env(),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

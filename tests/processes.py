@@ -1,0 +1,29 @@
+"""The server as a process, the way an operator starts it, run on this working tree."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def twistd_command(config: Path, *twistd_options: str) -> list[str]:
+    """``twistd -n lns --config FILE`` with this interpreter (``--pidfile=``: none)."""
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        *twistd_options,
+        "lns",
+        "--config",
+        str(config),
+    ]
+
+
+def working_tree_env(**extra: str) -> dict[str, str]:
+    """The environment for a child that must import this working tree, not an install."""
+    return dict(os.environ, PYTHONPATH=str(REPO), **extra)
