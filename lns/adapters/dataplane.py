@@ -25,8 +25,9 @@ from twisted.application import service
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
+from lns.adapters.netlink_routes import RouteChanges
 from lns.adapters.ratelimit import RateLimit
-from lns.adapters.tun import TunDevice, TunNetwork
+from lns.adapters.tun import RT_SCOPE_LINK, RTPROT_LNS, TunDevice, TunNetwork
 from lns.dataplane.forwarder import Forwarder, SessionPath
 
 CallKey = tuple[int, int]
@@ -41,6 +42,14 @@ class PppLink(Protocol):
     """What the data plane needs of the L2TP service."""
 
     def send_ppp(self, tunnel_id: int, session_id: int, frame: bytes) -> bool: ...
+
+
+class SessionRoutes(Protocol):
+    """Route changes while sessions come and go (lns.adapters.netlink_routes.RouteChanges)."""
+
+    def add(self, network: ipaddress.IPv4Network) -> None: ...
+
+    def remove(self, network: ipaddress.IPv4Network) -> None: ...
 
 
 class DataPlane:
@@ -60,9 +69,9 @@ class DataPlane:
         self.clock = clock
         self.device = device
         self.network = network
+        self.routes: SessionRoutes | None = None  # set once the device is up
         self.link: PppLink | None = None
         self.packets_written = 0
-        self.route_errors = 0
         self._drop_log = RateLimit()
         # RFC 1812 section 4.3.2.8: ICMP errors we originate are rate-limited.
         self._icmp = RateLimit(ICMP_ERRORS_PER_SECOND)
@@ -78,34 +87,18 @@ class DataPlane:
     ) -> SessionPath:
         """Forward for this session from now on; returns its counters."""
         path = self.forwarder.attach(key, address, routes, mru)
-        for network in (ipaddress.IPv4Network(address), *routes):
-            self._route(network, add=True)
+        if self.routes is not None:
+            for network in (ipaddress.IPv4Network(address), *routes):
+                self.routes.add(network)
         return path
 
     def session_closed(self, key: CallKey) -> None:
         path = self.forwarder.detach(key)
-        if path is None:
+        if path is None or self.routes is None:
             return
         for network in (ipaddress.IPv4Network(path.address), *path.networks):
             if self.forwarder.owner(network) is None:  # no newer session routes it
-                self._route(network, add=False)
-
-    def _route(self, network: ipaddress.IPv4Network, add: bool) -> None:
-        if self.network is None:
-            return
-        try:
-            if add:
-                self.network.add_route(network)
-            else:
-                self.network.remove_route(network)
-        except OSError as exc:
-            self.route_errors += 1
-            self.log.error(
-                "could not {verb} the route to {network}: {reason}",
-                verb="add" if add else "remove",
-                network=str(network),
-                reason=str(exc),
-            )
+                self.routes.remove(network)
 
     # --- packets ----------------------------------------------------------------------
 
@@ -176,6 +169,13 @@ class DataPlaneService(service.Service):
             device.open()
             network.configure(self.local_address, self.mtu)
             stale = network.flush_routes()
+            # Per-session routes without waiting on the reactor; TunNetwork's
+            # synchronous netlink stays for start and stop.
+            routes = RouteChanges(
+                device.reactor, device.name, network.index, RTPROT_LNS, RT_SCOPE_LINK
+            )
+            routes.open()
+            self.dataplane.routes = routes
             device.start_reading()
             self.log.info(
                 "data plane: TUN device {name} up with {address}, MTU {mtu}"
@@ -192,6 +192,9 @@ class DataPlaneService(service.Service):
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]
         device, network = self.dataplane.device, self.dataplane.network
+        if isinstance(self.dataplane.routes, RouteChanges):
+            self.dataplane.routes.close()
+        self.dataplane.routes = None
         if network is not None:
             network.flush_routes()
             network.close()

@@ -302,6 +302,11 @@ class TunNetwork:
     def close(self) -> None:
         self._ipr.close()
 
+    @property
+    def index(self) -> int:
+        """The device's interface index."""
+        return self._ifindex()
+
     def _ifindex(self) -> int:
         if self._index is None:
             try:

@@ -30,16 +30,16 @@ LAN = ipaddress.IPv4Network("172.20.5.0/24")
 OUTSIDE = int(ipaddress.IPv4Address("192.0.2.80"))
 
 
-class RecordingNetwork:
-    """Stands in for TunNetwork (netlink): the routes it was told to keep."""
+class RecordingRoutes:
+    """Stands in for RouteChanges (netlink): the routes it was told to keep."""
 
     def __init__(self) -> None:
         self.routes: set[ipaddress.IPv4Network] = set()
 
-    def add_route(self, network: ipaddress.IPv4Network) -> None:
+    def add(self, network: ipaddress.IPv4Network) -> None:
         self.routes.add(network)
 
-    def remove_route(self, network: ipaddress.IPv4Network) -> None:
+    def remove(self, network: ipaddress.IPv4Network) -> None:
         self.routes.discard(network)
 
 
@@ -63,10 +63,10 @@ class RecordingLink:
         return True
 
 
-def dataplane() -> tuple[DataPlane, RecordingNetwork, RecordingDevice, RecordingLink]:
+def dataplane() -> tuple[DataPlane, RecordingRoutes, RecordingDevice, RecordingLink]:
     plane = DataPlane(LOCAL, True, task.Clock())
-    network, device, link = RecordingNetwork(), RecordingDevice(), RecordingLink()
-    plane.network = network  # type: ignore[assignment]
+    network, device, link = RecordingRoutes(), RecordingDevice(), RecordingLink()
+    plane.routes = network
     plane.device = device  # type: ignore[assignment]
     plane.link = link
     return plane, network, device, link

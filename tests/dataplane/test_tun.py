@@ -413,3 +413,20 @@ def test_missing_privilege_message_names_device_and_capability():
     )
     assert isinstance(error, OSError)
     assert error.errno == errno.EPERM
+
+
+def test_route_changes_without_waiting_add_and_remove_our_routes(namespace, echo):
+    """RouteChanges, the server's per-session path: the route is in place when the
+    request has been sent; the kernel's acknowledgement is read afterwards."""
+    assert echo.command("radd 100.64.12.7/32") == {"ok": True, "failures": {}, "waiting": 0}
+    assert f"100.64.12.7 dev tun0 proto {RTPROT_LNS} scope link" in route_table(namespace)
+    assert echo.command("rremove 100.64.12.7/32") == {"ok": True, "failures": {}, "waiting": 0}
+    assert "100.64.12.7" not in route_table(namespace)
+    # Gone already: not an error.
+    assert echo.command("rremove 100.64.12.7/32") == {"ok": True, "failures": {}, "waiting": 0}
+
+
+def test_route_change_refused_by_the_kernel_is_counted(echo):
+    answer = echo.command("rbad 100.64.13.0/24")
+    assert answer["failures"] == {"ENODEV": 1}
+    assert answer["waiting"] == 0

@@ -41,7 +41,8 @@ from twisted.internet import reactor as global_reactor
 from twisted.internet import stdio
 from twisted.protocols.basic import LineReceiver
 
-from lns.adapters.tun import TunDevice, TunError, TunNetwork, errno_name
+from lns.adapters.netlink_routes import RouteChanges
+from lns.adapters.tun import RT_SCOPE_LINK, RTPROT_LNS, TunDevice, TunError, TunNetwork, errno_name
 
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
@@ -115,6 +116,8 @@ class EchoHost:
         self.device = device
         self.network = network
         self.routes: set[ipaddress.IPv4Network] = set()
+        self.changes: RouteChanges
+        self.missing_device: RouteChanges
         self.echoed = 0
         self.ignored = 0
         self.largest_batch = 0
@@ -178,6 +181,17 @@ class Commands(LineReceiver):
             host.add(ipaddress.IPv4Network(argument))
         elif command == "remove":
             host.remove(ipaddress.IPv4Network(argument))
+        elif command in ("radd", "rremove", "rbad"):
+            # RouteChanges, as the server changes per-session routes; its answer from
+            # the kernel is already queued when send returns, so it is read at once.
+            changes = host.changes if command != "rbad" else host.missing_device
+            network = ipaddress.IPv4Network(argument)
+            if command == "rremove":
+                changes.remove(network)
+            else:
+                changes.add(network)
+            changes.doRead()
+            return {"ok": True, "failures": dict(changes.failures), "waiting": changes.waiting}
         elif command == "flush":
             flushed = host.network.flush_routes()
             host.routes.clear()
@@ -203,6 +217,14 @@ def serve(options: argparse.Namespace) -> int:
         host = EchoHost(device, network)
         device.on_packets = host.packets_received
         network.configure(ipaddress.IPv4Address(options.local), options.mtu)
+        host.changes = RouteChanges(
+            global_reactor, device.name, network.index, RTPROT_LNS, RT_SCOPE_LINK
+        )
+        host.changes.open()
+        host.missing_device = RouteChanges(
+            global_reactor, "missing", 999999, RTPROT_LNS, RT_SCOPE_LINK
+        )
+        host.missing_device.open()
         for route in options.route:
             host.add(ipaddress.IPv4Network(route))
     except TunError as exc:
