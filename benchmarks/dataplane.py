@@ -1,6 +1,7 @@
 """Data-plane throughput: UDP packets through established sessions, both directions.
 
-    python benchmarks/dataplane.py [--sessions 16] [--seconds 5] [--output FILE]
+    python benchmarks/dataplane.py [--sessions 16] [--seconds 5] [--servers lns,l2tpns]
+        [--output FILE]
 
 Builds the site of tests/dataplane/site.py in network namespaces (needs root): a LAC
 namespace, the server (``twistd -n lns``, TUN device, FreeRADIUS, SQLite pool) in its
@@ -18,6 +19,12 @@ never by a Python receiver. Printed per run: packets offered, packets delivered 
 second, Mbit/s of IP packets delivered, and the CPU the server used (user + system,
 as a share of one core). The machine has 2 cores: the sender takes one, the server the
 other, and the kernel's veth work is shared between them. The JSON goes to --output.
+
+The same measurement runs against l2tpns (``--servers``, both by default): the same
+namespaces, addresses, users and pool, with l2tpns (configured through
+/etc/netns/NAMESPACE/l2tpns, see benchmarks/servers.py) in the server's place. l2tpns
+ignores the LAC's proxy authentication, so the devices answer its CHAP challenge with
+the ICCID as name (session_driver.py --device-auth).
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -38,6 +44,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.servers import build_l2tpns_site, machine  # noqa: E402
 from tests.aaa.freeradius import ensure_freeradius  # noqa: E402
 from tests.dataplane.site import HOST, LAC_ADDRESS, LNS_ADDRESS, Site, build_site  # noqa: E402
 from tests.netns import NetNs, can_create_namespaces, unique_name  # noqa: E402
@@ -147,16 +154,8 @@ def hold(namespace: NetNs, where: str) -> subprocess.Popen[str]:
     return sink
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--output", type=Path)
-    args = parser.parse_args()
-    reason = can_create_namespaces()
-    if reason is not None:
-        print(f"cannot run: {reason}", file=sys.stderr)
-        return 2
+def measure(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Bring the sessions up on one server (``lns`` or ``l2tpns``) and blast both ways."""
     namespaces: list[NetNs] = []
 
     def create() -> NetNs:
@@ -166,13 +165,23 @@ def main() -> int:
 
     results: list[dict[str, Any]] = []
     with (
-        tempfile.TemporaryDirectory(prefix="lns-bench-dataplane-") as directory,
+        tempfile.TemporaryDirectory(prefix=f"lns-bench-dataplane-{kind}-") as directory,
         contextlib.ExitStack() as cleanup,
     ):
+        Path(directory).chmod(0o755)  # FreeRADIUS (user freerad) reads its files below it
         cleanup.callback(lambda: [n.delete() for n in reversed(namespaces)])
-        site = build_site(create, Path(directory), ensure_freeradius(), args.sessions, hello=3600)
-        cleanup.enter_context(site.cleanup)
-        driver, lines = site.drive(args.sessions, "--ping", HOST, "--exit-after-up")
+        extra: list[str] = []
+        if kind == "lns":
+            site = build_site(
+                create, Path(directory), ensure_freeradius(), args.sessions, hello=3600
+            )
+            cleanup.enter_context(site.cleanup)
+        else:
+            site = build_l2tpns_site(create, Path(directory), args.sessions)
+            cleanup.enter_context(site.cleanup)
+            # l2tpns ignores the LAC's proxy CHAP and challenges each device itself.
+            extra = ["--device-auth"]
+        driver, lines = site.drive(args.sessions, "--ping", HOST, "--exit-after-up", *extra)
         up = lines.json(timeout=120)
         driver.wait(30)
         calls, lac_port = up["calls"], up["lac_port"]
@@ -186,29 +195,55 @@ def main() -> int:
                     # The same for the LAC's port, which the server sends the calls to
                     # (in the up runs the sender itself is bound to it).
                     sink = hold(site.lac, f"{LAC_ADDRESS}:{lac_port}")
-                result = run_one(site, direction, size, args.seconds, calls, lac_port)
+                result = {"server": kind}
+                result.update(run_one(site, direction, size, args.seconds, calls, lac_port))
                 if sink is not None:
                     sink.terminate()
                     sink.wait(10)
                 results.append(result)
-                print(
-                    f"{direction:>4} {size:>5} B: offered {result['offered_pps']:>8,} pkt/s,"
-                    f" delivered {result['delivered_pps']:>8,} pkt/s"
-                    f" ({result['delivered_mbit_s']:>7,.1f} Mbit/s,"
-                    f" {result['delivered_share']:.0%} of offered),"
-                    f" server CPU {result['server_cpu_percent']:.0f}%;"
-                    f" dropped: server socket in {result['server_udp_receive_buffer_errors']:,}"
-                    f" out {result['server_udp_send_buffer_errors']:,},"
-                    f" TUN queue {result['tun_queue_drops']:,}",
-                    flush=True,
-                )
+                show(result)
         output = site.stop_server()
         if "Traceback" in output:
             print(output, file=sys.stderr)
+    return results
+
+
+def show(result: dict[str, Any]) -> None:
+    print(
+        f"{result['server']:>6} {result['direction']:>4} {result['ip_packet_bytes']:>5} B:"
+        f" offered {result['offered_pps']:>8,} pkt/s,"
+        f" delivered {result['delivered_pps']:>8,} pkt/s"
+        f" ({result['delivered_mbit_s']:>7,.1f} Mbit/s,"
+        f" {result['delivered_share']:.0%} of offered),"
+        f" server CPU {result['server_cpu_percent']:.0f}%;"
+        f" dropped: server socket in {result['server_udp_receive_buffer_errors']:,}"
+        f" out {result['server_udp_send_buffer_errors']:,},"
+        f" TUN queue {result['tun_queue_drops']:,}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--servers", default="lns,l2tpns", help="lns, l2tpns or both")
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    reason = can_create_namespaces()
+    if reason is not None:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    results: list[dict[str, Any]] = []
+    for kind in args.servers.split(","):
+        results += measure(kind, args)
+    print("\nsummary:")
+    for result in results:
+        show(result)
     report = {
         "benchmark": "dataplane",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "sessions": args.sessions,
         "seconds": args.seconds,
         "results": results,
