@@ -40,6 +40,8 @@ from aaa.radius.auth import AccessRequestSettings
 from aaa.radius.client import RadiusUnavailable
 from aaa.radius.packet import AttributeValue, RadiusPacketError, Reply, Request, accounting_request
 from lns.adapters.threads import run_tracked
+from lns.adapters.timers import DeadlineTimer
+from lns.deadlines import Deadlines
 from lns.ppp.termination import TerminateCause
 
 __all__ = [
@@ -197,12 +199,13 @@ def _medium(lac_address: str) -> str:
 
 
 class _Interims:
-    """The Interim-Update timer of one session."""
+    """What the Interim-Updates of one session need (their times are in one heap)."""
+
+    __slots__ = ("current", "interval")
 
     def __init__(self, current: Callable[[], AccountingSession], interval: float) -> None:
         self.current = current
         self.interval = interval
-        self.call: IDelayedCall | None = None
 
 
 class RadiusAccounting:
@@ -259,6 +262,10 @@ class RadiusAccounting:
         self._idle_waiters: list[defer.Deferred[None]] = []
         self._in_flight: set[defer.Deferred[Any]] = set()
         self._interims: dict[str, _Interims] = {}
+        # Every session's next Interim-Update in one heap behind one reactor timer (a
+        # timer per session would cost each of tens of thousands a DelayedCall).
+        self._interims_due: Deadlines[str] = Deadlines()
+        self._interim_timer = DeadlineTimer(clock, self._send_interims)
         self.sent = 0
         self.acknowledged = 0
         self.failures = 0
@@ -283,9 +290,8 @@ class RadiusAccounting:
             return defer.succeed(None)
         self._stopping = True
         self._running = False
-        for interims in self._interims.values():
-            if interims.call is not None and interims.call.active():
-                interims.call.cancel()
+        self._interim_timer.cancel()
+        self._interims_due = Deadlines()
         self._interims.clear()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
@@ -342,9 +348,9 @@ class RadiusAccounting:
         if current is not None and self._running:
             interval = self._interval(info)
             if interval:
-                interims = _Interims(current, interval)
-                self._interims[info.acct_session_id] = interims
-                self._schedule_interim(info.acct_session_id, interims)
+                self._interims[info.acct_session_id] = _Interims(current, interval)
+                self._interims_due.set(info.acct_session_id, now + interval)
+                self._interim_timer.set(self._interims_due.earliest())
         return self._record(
             info.acct_session_id,
             AcctStatus.START,
@@ -364,9 +370,8 @@ class RadiusAccounting:
         self, info: AccountingSession, cause: TerminateCause
     ) -> defer.Deferred[None]:
         """Stop with the final counters and Acct-Terminate-Cause; ends the Interim-Updates."""
-        interims = self._interims.pop(info.acct_session_id, None)
-        if interims is not None and interims.call is not None and interims.call.active():
-            interims.call.cancel()
+        if self._interims.pop(info.acct_session_id, None) is not None:
+            self._interims_due.discard(info.acct_session_id)
         now = self._clock.seconds()
         return self._record(
             info.acct_session_id,
@@ -404,21 +409,20 @@ class RadiusAccounting:
             return 0.0
         return max(float(interval), MIN_INTERIM_INTERVAL)
 
-    def _schedule_interim(self, acct_session_id: str, interims: _Interims) -> None:
-        interims.call = self._clock.callLater(
-            interims.interval, self._interim_due, acct_session_id, interims
-        )
-
-    def _interim_due(self, acct_session_id: str, interims: _Interims) -> None:
-        if self._interims.get(acct_session_id) is not interims:
-            return
-        try:
-            info = interims.current()
-        except Exception:
-            log.failure("cannot read the counters of {session}", session=acct_session_id)
-        else:
-            self.interim(info).addErrback(self._log_failure, "Interim-Update")
-        self._schedule_interim(acct_session_id, interims)
+    def _send_interims(self) -> None:
+        now = self._clock.seconds()
+        for acct_session_id in self._interims_due.pop_due(now):
+            interims = self._interims.get(acct_session_id)
+            if interims is None:
+                continue
+            try:
+                info = interims.current()
+            except Exception:
+                log.failure("cannot read the counters of {session}", session=acct_session_id)
+            else:
+                self.interim(info).addErrback(self._log_failure, "Interim-Update")
+            self._interims_due.set(acct_session_id, now + interims.interval)
+        self._interim_timer.set(self._interims_due.earliest())
 
     # --- the spool and the pump -------------------------------------------------------
 

@@ -380,6 +380,23 @@ class _Request:
 class Automaton:
     """One RFC 1661 option negotiation automaton (the LCP's or an NCP's)."""
 
+    # One per session: no per-instance __dict__ (memory per session, benchmarks/memory.py).
+    __slots__ = (
+        "_deadline",
+        "_next_identifier",
+        "_reason",
+        "_request",
+        "max_configure",
+        "max_failure",
+        "max_terminate",
+        "naks_received",
+        "naks_sent",
+        "policy",
+        "restart_counter",
+        "restart_interval",
+        "state",
+    )
+
     def __init__(
         self,
         policy: OptionPolicy,

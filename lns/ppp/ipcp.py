@@ -40,6 +40,17 @@ def address_option(kind: IpcpOption, address: IPv4) -> Option:
 class IpcpPolicy:
     """Our side of IPCP option negotiation (an automaton OptionPolicy)."""
 
+    # One per session: no per-instance __dict__ (memory per session, benchmarks/memory.py).
+    __slots__ = (
+        "_address_naks",
+        "dns",
+        "dns_given",
+        "failure",
+        "local_address",
+        "max_failure",
+        "peer_address",
+    )
+
     def __init__(
         self,
         local_address: IPv4,

@@ -68,6 +68,20 @@ def _u32(option: Option) -> int | None:
 class LcpPolicy:
     """Our side of LCP option negotiation (an automaton OptionPolicy)."""
 
+    # One per session: no per-instance __dict__ (memory per session, benchmarks/memory.py).
+    __slots__ = (
+        "_ask_magic",
+        "_ask_mru",
+        "_rng",
+        "auth_choices",
+        "failure",
+        "magic",
+        "magic_negotiated",
+        "mru",
+        "peer_magic",
+        "peer_mru",
+    )
+
     def __init__(
         self,
         mru: int,

@@ -154,6 +154,43 @@ class _Counters:
 
 
 class PppSession:
+    # One per session: no per-instance __dict__ (memory per session, benchmarks/memory.py).
+    __slots__ = (
+        "_adopted_magic",
+        "_adopted_magic_negotiated",
+        "_adopted_peer_mru",
+        "_auth_deadline",
+        "_challenge",
+        "_challenge_id",
+        "_challenges_sent",
+        "_echo_deadline",
+        "_echo_outstanding",
+        "_extra_id",
+        "_ipcp_request",
+        "_lcp_request",
+        "_pap_id",
+        "_proxy_method",
+        "_rng",
+        "_session_deadline",
+        "address",
+        "auth_source",
+        "context",
+        "counters",
+        "decision",
+        "ipcp",
+        "ipcp_policy",
+        "last_activity",
+        "lcp",
+        "lcp_policy",
+        "lcp_renegotiated",
+        "lease",
+        "opened_at",
+        "phase",
+        "proxy_auth",
+        "proxy_lcp",
+        "settings",
+    )
+
     def __init__(
         self,
         context: CallContext,
