@@ -156,6 +156,19 @@ def enqueue(
     return int(result.scalar_one())
 
 
+def enqueue_many(
+    conn: Connection,
+    node: str,
+    records: Sequence[tuple[str, int, Sequence[tuple[str, AttributeValue]], datetime]],
+) -> list[int]:
+    """Spool several records, in this order, in the caller's one transaction (one commit
+    for all: the records that arrive while a transaction runs go in the next one)."""
+    return [
+        enqueue(conn, node, acct_session_id, status, attributes, created_at)
+        for acct_session_id, status, attributes, created_at in records
+    ]
+
+
 def due(conn: Connection, node: str, now: datetime, limit: int) -> list[SpooledRecord]:
     """This node's records whose next attempt is at or before `now`, oldest first."""
     rows = conn.execute(
@@ -184,6 +197,14 @@ def acknowledged(conn: Connection, record_id: int) -> bool:
     """A server acknowledged the record: it leaves the spool. False if it was gone."""
     result = conn.execute(delete(_TABLE).where(_TABLE.c.id == record_id))
     return result.rowcount == 1
+
+
+def acknowledged_many(conn: Connection, record_ids: Sequence[int]) -> int:
+    """Several records left the spool; how many were still there."""
+    if not record_ids:
+        return 0
+    result = conn.execute(delete(_TABLE).where(_TABLE.c.id.in_(record_ids)))
+    return int(result.rowcount)
 
 
 def postpone(conn: Connection, record_id: int, next_attempt_at: datetime) -> bool:

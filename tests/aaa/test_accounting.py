@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 import pytest_twisted
+from sqlalchemy import event
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import DatagramProtocol
 
@@ -224,6 +225,60 @@ def test_failed_record_blocks_later_ones_until_retried_in_order(engine):
         assert [r.get("Acct-Delay-Time") for r in watched.requests] == [0, 10, 6]
         assert spooled(engine) == []
         assert (acct.sent, acct.acknowledged, acct.failures) == (3, 2, 1)
+    finally:
+        yield acct.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_records_arriving_together_share_one_commit(engine):
+    """Group commit: what arrives while the spool's transaction runs goes in the next."""
+    commits = []
+    event.listen(engine, "commit", lambda connection: commits.append(1))
+    watched = Watched()
+    acct = RadiusAccounting(watched, engine, NODE, SETTINGS)
+    yield acct.start()
+    commits.clear()
+    try:
+        infos = [session(acct, time.time()) for _ in range(40)]
+        yield defer.gatherResults([acct.session_started(info) for info in infos])
+        # The first alone, the other 39 together, and the pump's look at what is due
+        # (one commit per record would be 40 and more).
+        assert len(commits) <= 4
+        assert len(spooled(engine)) == 40
+    finally:
+        yield acct.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_sessions_are_sent_side_by_side_each_in_order(engine):
+    """One batch from the spool: the Starts of two sessions go out without waiting for
+    each other's answer; a session's Stop waits for its own Start's."""
+    created = datetime.now(UTC)
+    with engine.begin() as conn:
+        spool.enqueue_many(
+            conn,
+            NODE,
+            [
+                ("first", AcctStatus.START, [("Acct-Session-Id", "first")], created),
+                ("first", AcctStatus.STOP, [("Acct-Session-Id", "first")], created),
+                ("second", AcctStatus.START, [("Acct-Session-Id", "second")], created),
+            ],
+        )
+    watched = Watched()
+    acct = RadiusAccounting(watched, engine, NODE, SETTINGS, window=8)
+    started = acct.start()  # sends what the spool holds
+    try:
+        yield watched.sent(2)
+        sent = [r.get("Acct-Session-Id") for r in watched.requests]
+        assert sent == ["first", "second"]
+        ack(watched, 1)
+        ack(watched, 0)
+        yield watched.sent(3)
+        assert watched.requests[2].get("Acct-Session-Id") == "first"
+        ack(watched, 2)
+        yield started
+        assert spooled(engine) == []
+        assert acct.acknowledged == 3
     finally:
         yield acct.stop()
 
