@@ -23,7 +23,6 @@ import argparse
 import re
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,9 @@ from benchmarks.servers import (
     Harness,
     Loadgen,
     loadgen_arguments,
-    machine,
     start_server,
+    summarise,
     users,
-    write_report,
 )
 
 UP = re.compile(r"sessions up (\d+)/(\d+) failed (\d+)")
@@ -139,22 +137,7 @@ def main() -> int:
             else:
                 show(result)
             results.append(result)
-    print("\nsummary:")
-    for result in results:
-        if "error" in result:
-            print(f"{result['run']:<26} error: {result['error'].splitlines()[0]}")
-        else:
-            show(result)
-    write_report(
-        args.output,
-        {
-            "benchmark": "memory",
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": machine(),
-            "results": results,
-        },
-    )
-    return 1 if any("error" in r for r in results) else 0
+    return summarise("memory", results, show, args.output, 26)
 
 
 if __name__ == "__main__":

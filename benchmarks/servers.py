@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ if str(REPO) not in sys.path:
 from lns.cli import main as lns_admin  # noqa: E402
 from tests.aaa.freeradius import FreeRadius, ensure_freeradius  # noqa: E402
 from tests.netns import NetNs, can_create_namespaces, unique_name  # noqa: E402
+from tests.processes import twistd_command, working_tree_env  # noqa: E402
 
 L2TP_SECRET = "bench-l2tp-secret"
 RADIUS_SECRET = "bench-radius-secret"
@@ -389,16 +391,9 @@ def start_lns(
     log = LogFile(directory / "lns.log")
     with log.path.open("w") as output:
         process = namespace.popen(
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "lns",
-            "--config",
-            str(path),
+            *twistd_command(path),
             cwd=directory,
-            env=dict(os.environ, PYTHONPATH=str(REPO), **dict(env)),
+            env=working_tree_env(**dict(env)),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -515,7 +510,7 @@ class Loadgen:
         self.process = namespace.popen(
             *self.command,
             cwd=REPO,
-            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            env=working_tree_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -614,6 +609,32 @@ def write_report(path: Path | None, report: dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"JSON written to {path}")
+
+
+def summarise(
+    benchmark: str,
+    results: list[dict[str, Any]],
+    show: Callable[[dict[str, Any]], None],
+    output: Path | None,
+    width: int,
+) -> int:
+    """The summary of every run (errors in one line), the JSON report; the exit status."""
+    print("\nsummary:")
+    for result in results:
+        if "error" in result:
+            print(f"{result['run']:<{width}} error: {result['error'].splitlines()[0]}")
+        else:
+            show(result)
+    write_report(
+        output,
+        {
+            "benchmark": benchmark,
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "results": results,
+        },
+    )
+    return 1 if any("error" in r for r in results) else 0
 
 
 # --- the data-plane site with l2tpns as its server -------------------------------------------

@@ -35,7 +35,6 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +45,11 @@ from benchmarks.servers import (
     Harness,
     Loadgen,
     loadgen_arguments,
-    machine,
     machine_busy,
     start_server,
     stop_process,
+    summarise,
     users,
-    write_report,
 )
 
 
@@ -258,22 +256,7 @@ def main() -> int:
         else:
             show(result)
         results.append(result)
-    print("\nsummary:")
-    for result in results:
-        if "error" in result:
-            print(f"{result['run']:<22} error: {result['error'].splitlines()[0]}")
-        else:
-            show(result)
-    write_report(
-        args.output,
-        {
-            "benchmark": "setup_storm",
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": machine(),
-            "results": results,
-        },
-    )
-    return 1 if any("error" in r for r in results) else 0
+    return summarise("setup_storm", results, show, args.output, 22)
 
 
 if __name__ == "__main__":
