@@ -206,13 +206,17 @@ class PppCalls:
         session = self.sessions.get(key)
         if session is None:
             return
-        if self.dataplane is not None and key in self.paths:
+        forwarding = self.paths.get(key)
+        if self.dataplane is not None and forwarding is not None:
             # The data path: an IP packet of an open session goes straight to the
             # data plane; everything else (LCP, IPCP, ...) to the session.
             packet = ip_packet(frame)
             if packet is not None and self.dataplane.from_session(key, packet):
-                now = self.clock.seconds()
-                session.last_activity = now  # Idle-Timeout counts the device's traffic
+                # Idle-Timeout counts what the device sent and was forwarded (a dropped,
+                # spoofed packet does not keep a session alive).
+                last_up = forwarding[1].last_up
+                if last_up > session.last_activity:
+                    session.last_activity = last_up
                 session.counters.frames_in += 1
                 session.counters.ip_packets_in += 1
                 return
