@@ -38,7 +38,8 @@ import sqlalchemy
 from sqlalchemy import String, cast, func, literal, text, update
 from sqlalchemy.engine import Engine, make_url
 
-from lns.pool import admin, database
+from lns.db import database
+from lns.pool import admin
 from lns.pool.allocator import allocate, release
 from lns.pool.models import PoolAddress
 

@@ -25,8 +25,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from lns.config import Config, ConfigError, load_config
+from lns.db import database
 from lns.iccid import InvalidIccid, parse_iccid
-from lns.pool import admin, allocator, database
+from lns.pool import admin, allocator
 from lns.pool.allocator import Lease, PoolError
 
 PROG = "lns-admin"

@@ -1,6 +1,6 @@
 """Alembic environment for lns: migrations run on the Connection lns hands over.
 
-`lns.pool.database.upgrade()` (and so `lns-admin db upgrade` and the server's
+`lns.db.database.upgrade()` (and so `lns-admin db upgrade` and the server's
 `migrate_on_start`) opens a transaction, puts its Connection in
 `config.attributes["connection"]` and runs alembic; this file only configures
 the migration context on it. There is no alembic.ini and no URL here.
@@ -13,13 +13,14 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from lns.pool.models import Base
+import lns.pool.models  # noqa: F401 (registers the pool tables on Base.metadata)
+from lns.db.models import Base
 
 connection = context.config.attributes.get("connection")
 if context.is_offline_mode() or not isinstance(connection, Connection):
     raise RuntimeError(
         "the lns migrations run through `lns-admin db upgrade` "
-        "(lns.pool.database.upgrade), which provides the database connection"
+        "(lns.db.database.upgrade), which provides the database connection"
     )
 dialect = connection.dialect.name
 

@@ -39,10 +39,9 @@ from aaa.radius import spool
 from aaa.radius.auth import AccessRequestSettings
 from aaa.radius.client import RadiusUnavailable
 from aaa.radius.packet import AttributeValue, RadiusPacketError, Reply, Request, accounting_request
-from lns.adapters.threads import run_tracked
-from lns.adapters.timers import DeadlineTimer
 from lns.deadlines import Deadlines
 from lns.ppp.termination import TerminateCause
+from lns.runtime import DeadlineTimer, run_tracked
 
 __all__ = [
     "AccountingSession",

@@ -55,6 +55,7 @@ from aaa.radius.packet import (
     encode_request,
 )
 from lns.config import RadiusServer
+from lns.runtime import RateLimit
 
 __all__ = [
     "DEFAULT_DEAD_TIME",
@@ -106,22 +107,6 @@ class ServerStats:
     foreign: int = 0  # from an address or port other than the server's
 
 
-class _DropLog:
-    """At most `rate` lines a second about dropped replies; the rest are only counted."""
-
-    def __init__(self, rate: int = 10) -> None:
-        self.rate = rate
-        self._second = -1
-        self._logged = 0
-
-    def allow(self, now: float) -> bool:
-        second = int(now)
-        if second != self._second:
-            self._second, self._logged = second, 0
-        self._logged += 1
-        return self._logged <= self.rate
-
-
 class _Socket(DatagramProtocol):
     """One UDP socket towards one server port, with its 256 Identifiers."""
 
@@ -163,7 +148,7 @@ class _Endpoint:
         self.sockets: list[_Socket] = []
         self.dead_until: float | None = None
         self.stats = ServerStats()
-        self._drop_log = _DropLog()
+        self._drop_log = RateLimit(10)
 
     def alive(self, now: float) -> bool:
         return self.dead_until is None or now >= self.dead_until

@@ -25,7 +25,7 @@ from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from aaa.radius.packet import AttributeValue
-from lns.pool.models import AccountingSpool
+from lns.db.models import AccountingSpool
 
 __all__ = [
     "SpoolError",

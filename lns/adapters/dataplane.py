@@ -26,9 +26,9 @@ from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
 from lns.adapters.netlink_routes import RouteChanges
-from lns.adapters.ratelimit import RateLimit
 from lns.adapters.tun import RT_SCOPE_LINK, RTPROT_LNS, TunDevice, TunNetwork
 from lns.dataplane.forwarder import Forwarder, SessionPath
+from lns.runtime import RateLimit
 
 CallKey = tuple[int, int]
 

@@ -17,8 +17,6 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
-from lns.adapters.ratelimit import RateLimit
-from lns.adapters.timers import DeadlineTimer
 from lns.adapters.udp import Address, PktinfoUdpPort
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.effects import (
@@ -33,6 +31,7 @@ from lns.l2tp.effects import (
     TunnelRefused,
 )
 from lns.l2tp.endpoint import LnsEndpoint
+from lns.runtime import DeadlineTimer, RateLimit, default_reactor
 
 
 class CallHandler(Protocol):
@@ -73,18 +72,13 @@ class L2tpService(service.Service):
         calls: CallHandler | None = None,
         shutdown_grace: float = 3.0,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
-        assert reactor is not None
-        self.reactor: IReactorTime = reactor
+        self.reactor: IReactorTime = default_reactor(reactor)
         self.endpoint = endpoint
         self.listen = listen
         self.calls: CallHandler = calls if calls is not None else CallRecorder()
         self.shutdown_grace = shutdown_grace
         self.port: PktinfoUdpPort | None = None
-        self._timer = DeadlineTimer(reactor, self._on_timer)
+        self._timer = DeadlineTimer(self.reactor, self._on_timer)
         self._drop_log = RateLimit()
         self._all_acked: defer.Deferred[None] | None = None
 

@@ -15,8 +15,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 
-from lns.adapters.timers import DeadlineTimer
 from lns.lacsim.lac import Lac
+from lns.runtime import DeadlineTimer
 
 
 class ConditionTimeout(Exception):

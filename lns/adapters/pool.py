@@ -30,10 +30,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from lns.adapters.threads import run_tracked
 from lns.config import Config
-from lns.pool import allocator, database
+from lns.db import database
+from lns.pool import allocator
 from lns.pool.allocator import AllocationRequest, Lease, PoolUnavailable
+from lns.runtime import run_tracked
 
 __all__ = ["AddressPoolService", "SqlAddressPool"]
 
@@ -103,7 +104,7 @@ class SqlAddressPool:
     ) -> SqlAddressPool:
         """The pool of `[database]`, allocating for `[lns] node_name`.
 
-        Raises `lns.pool.database.DatabaseUrlError` for an unusable URL.
+        Raises `lns.db.database.DatabaseUrlError` for an unusable URL.
         """
         return cls(
             database.create_engine(config.database.url, pool_size=threads),

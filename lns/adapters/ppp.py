@@ -20,7 +20,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aaa.radius.accounting import AccountingSession
-from lns.adapters.timers import DeadlineTimer
 from lns.dataplane.forwarder import SessionPath
 from lns.deadlines import Deadlines
 from lns.l2tp.avp import ResultCode
@@ -42,6 +41,7 @@ from lns.ppp.session import (
     SessionOpened,
 )
 from lns.ppp.termination import TerminateCause
+from lns.runtime import DeadlineTimer
 
 CallKey = tuple[int, int]  # (our tunnel ID, our session ID)
 

@@ -22,6 +22,7 @@ from lns.l2tp.reliable import RetransmitPolicy
 from lns.l2tp.tunnel import LacPeer, TunnelSettings
 from lns.ppp.lcp import AuthProtocol
 from lns.ppp.session import PppSettings
+from lns.runtime import default_reactor
 
 NO_AAA = "no AAA back end: no [[aaa.radius]] server is configured"
 
@@ -115,11 +116,7 @@ def make_service(
     allocator: AddressAllocator | None = None,
 ) -> NodeService:
     """Every service of the node. Tests inject their own AAA or allocator."""
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
-    assert reactor is not None
+    reactor = default_reactor(reactor)
     radius: RadiusAuthenticator | None = None
     radius_service: RadiusClientService | None = None
     if authenticator is None and config.aaa.radius:

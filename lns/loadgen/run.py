@@ -38,7 +38,6 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from lns.adapters.timers import DeadlineTimer
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.reliable import RetransmitPolicy
 from lns.lacsim.device import Device, DeviceBehaviour
@@ -60,6 +59,7 @@ from lns.loadgen.ping import echo_request, parse_echo_reply
 from lns.loadgen.progress import Progress, Snapshot
 from lns.loadgen.stats import RunStats, Samples
 from lns.ppp.frame import Protocol, encode_frame
+from lns.runtime import DeadlineTimer
 
 SOCKET_BUFFER = 8 * 1024 * 1024  # bytes: a storm's bursts must not overflow the socket
 STOPCCN_WAIT = 5.0  # seconds to wait for the StopCCNs' acknowledgements

@@ -24,7 +24,7 @@ a typical allocation is three statements and a commit. On PostgreSQL the
 row lock makes concurrent allocators (threads, nodes) pick different rows: the
 sticky and least-recently-used steps skip rows another transaction is taking,
 the steps naming one address wait for it. SQLite ignores FOR UPDATE; there
-every transaction is `BEGIN IMMEDIATE` (see `lns.pool.database`), which
+every transaction is `BEGIN IMMEDIATE` (see `lns.db.database`), which
 serialises writers. Whatever the code does, the schema refuses two live leases
 for one ICCID in one pool, and an address row holds one lease at most.
 """
@@ -56,14 +56,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from lns.pool.models import (
-    ICCID_LENGTH,
-    NODE_NAME_LENGTH,
-    LeaseOrigin,
-    Pool,
-    PoolAddress,
-    UtcDateTime,
-)
+from lns.db.models import NODE_NAME_LENGTH, UtcDateTime
+from lns.pool.models import ICCID_LENGTH, LeaseOrigin, Pool, PoolAddress
 
 __all__ = [
     "AddressInUse",

@@ -17,81 +17,39 @@ These models describe the schema for queries and for `alembic revision
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
-    DateTime,
-    Dialect,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Table,
-    Text,
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column
+
+from lns.db.models import NODE_NAME_LENGTH, Base, UtcDateTime
 
 __all__ = [
     "LIVE_SESSION",
-    "AccountingSpool",
-    "Base",
     "LeaseOrigin",
     "Pool",
     "PoolAddress",
     "PoolRange",
     "RangeExclusion",
-    "UtcDateTime",
 ]
-
-# Stable constraint names, so that later migrations can name what they alter.
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
 # Lengths shared with the migrations.
 POOL_NAME_LENGTH = 64
-NODE_NAME_LENGTH = 64
 ICCID_LENGTH = 32  # an ICCID is 19-20 digits; room for the operators' other identities
 ADDRESS_LENGTH = 15  # dotted-quad IPv4
 CIDR_LENGTH = 18
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """An aware UTC datetime on every backend.
-
-    PostgreSQL stores `timestamp with time zone`; SQLite stores the naive UTC
-    text SQLAlchemy writes ("YYYY-MM-DD HH:MM:SS.ffffff", which sorts in time
-    order). Naive datetimes are refused: a local time would silently shift.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("UtcDateTime needs an aware datetime")
-        utc = value.astimezone(UTC)
-        return utc if dialect.name == "postgresql" else utc.replace(tzinfo=None)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class LeaseOrigin(enum.StrEnum):
@@ -101,11 +59,6 @@ class LeaseOrigin(enum.StrEnum):
     REQUESTED = "requested"  # asked for by name (RADIUS Framed-IP-Address)
     STICKY = "sticky"  # the address this ICCID held last
     LRU = "lru"  # the least recently used free address
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UtcDateTime()}  # noqa: RUF012 (SQLAlchemy's declarative API)
 
 
 class Pool(Base):
@@ -248,32 +201,6 @@ class PoolAddress(Base):
     lease_session_id: Mapped[int | None] = mapped_column(Integer)
     lease_started_at: Mapped[datetime | None]
     lease_origin: Mapped[str | None] = mapped_column(String(16))
-
-
-class AccountingSpool(Base):
-    """RADIUS accounting records waiting for their acknowledgement (DESIGN.md section 4).
-
-    Written by the RADIUS accounting issue: one row per Accounting-Request,
-    deleted once acknowledged. `seq` orders the records of one session
-    (Start, Interim-Updates, Stop) so they are sent in order.
-    """
-
-    __tablename__ = "accounting_spool"
-    __table_args__ = (
-        UniqueConstraint("node", "acct_session_id", "seq"),
-        Index("ix_accounting_spool_due", "node", "next_attempt_at", "id"),
-    )
-
-    # SQLite autoincrements only an INTEGER PRIMARY KEY.
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    node: Mapped[str] = mapped_column(String(NODE_NAME_LENGTH))
-    acct_session_id: Mapped[str] = mapped_column(String(64))
-    seq: Mapped[int] = mapped_column(Integer)
-    status_type: Mapped[int] = mapped_column(Integer)  # Acct-Status-Type (RFC 2866 5.1)
-    attributes: Mapped[str] = mapped_column(Text)  # JSON
-    created_at: Mapped[datetime]
-    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    next_attempt_at: Mapped[datetime]
 
 
 # The live sessions of every node, for `lns-admin lease list` and the management

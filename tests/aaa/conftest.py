@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from lns.pool import database
+from lns.db import database
 from tests.aaa.freeradius import FreeRadius, FreeRadiusError, ensure_freeradius
 from tests.integration.ports import free_udp_port
 

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
-from lns.pool import database
+from lns.db import database
 
 POSTGRES_URL_VARIABLE = "LNS_TEST_POSTGRES_URL"
 

@@ -10,7 +10,8 @@ from twisted.internet import defer, reactor, task
 
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
 from lns.config import parse_config
-from lns.pool import admin, database
+from lns.db import database
+from lns.pool import admin
 from lns.pool.allocator import (
     AllocationRequest,
     Lease,

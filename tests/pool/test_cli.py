@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lns import cli
-from lns.pool import database
+from lns.db import database
 
 ICCID = "8944200000000000017"
 OTHER_ICCID = "89442000000000000250"

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlalchemy import select
 
-from lns.pool import admin, database
+from lns.db import database
+from lns.pool import admin
 from lns.pool.allocator import (
     AddressInUse,
     AddressOutsidePool,

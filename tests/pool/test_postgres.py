@@ -21,7 +21,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import String, cast, event, func, inspect, literal, select, text, update
 from sqlalchemy.engine import Engine
 
-from lns.pool import admin, database
+from lns.db import database
+from lns.db.models import Base
+from lns.pool import admin
 from lns.pool.allocator import (
     IccidHasLease,
     Lease,
@@ -30,7 +32,7 @@ from lns.pool.allocator import (
     allocate,
     release,
 )
-from lns.pool.models import Base, PoolAddress
+from lns.pool.models import PoolAddress
 
 TABLES = {"accounting_spool", "pool", "pool_address", "pool_range", "range_exclusion"}
 

@@ -1,0 +1,106 @@
+"""Small Twisted helpers shared by the adapters and the AAA back ends.
+
+Everything here sits between the I/O-free cores and the services: a reactor
+timer kept at a core's single next deadline, blocking work on a bounded thread
+pool with its calls tracked for a clean stop, a per-second bound on what a peer
+can make us do (log lines, ICMP errors), and the global reactor as the default
+for code that accepts ``reactor=None`` (it is imported only when asked for,
+never at module level: Twisted's coding standard).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+__all__ = ["DeadlineTimer", "RateLimit", "default_reactor", "run_tracked"]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def default_reactor(reactor: _R | None) -> _R:
+    """``reactor``, or the global reactor when it is None."""
+    if reactor is not None:
+        return reactor
+    from twisted.internet import reactor as global_reactor
+
+    return cast(_R, global_reactor)
+
+
+class DeadlineTimer:
+    """Keeps one IDelayedCall at the core's ``get_timer()`` deadline, moved only when it changes."""
+
+    def __init__(self, clock: IReactorTime, fire: Callable[[], None]) -> None:
+        self._clock = clock
+        self._fire = fire
+        self._call: IDelayedCall | None = None
+        self._deadline: float | None = None
+
+    def set(self, deadline: float | None) -> None:
+        if deadline == self._deadline and (self._call is None or self._call.active()):
+            return
+        self.cancel()
+        self._deadline = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self._clock.seconds())
+            self._call = self._clock.callLater(delay, self._run)
+
+    def _run(self) -> None:
+        self._call = None
+        self._deadline = None
+        self._fire()
+
+    def cancel(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._deadline = None
+
+
+def run_tracked(
+    reactor: IReactorFromThreads,
+    threadpool: ThreadPool,
+    in_flight: set[defer.Deferred[Any]],
+    work: Callable[..., _T],
+    *args: Any,
+) -> defer.Deferred[_T]:
+    """``work(*args)`` on ``threadpool``; its Deferred sits in ``in_flight`` until it fires."""
+    d: defer.Deferred[_T] = deferToThreadPool(reactor, threadpool, work, *args)
+    in_flight.add(d)
+
+    def done(result: object) -> object:
+        in_flight.discard(d)
+        return result
+
+    d.addBoth(done)
+    return d
+
+
+class RateLimit:
+    """At most ``rate`` events per second; the rest are counted in ``suppressed``.
+
+    A bound on what an attacker or a broken peer can make us do at will.
+    """
+
+    def __init__(self, rate: int = 20) -> None:
+        self.rate = rate
+        self._second = -1
+        self._logged = 0
+        self.suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._logged = 0
+        if self._logged < self.rate:
+            self._logged += 1
+            return True
+        self.suppressed += 1
+        return False
