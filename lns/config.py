@@ -164,6 +164,9 @@ class DynauthSection:
     listen_host: str = "127.0.0.1"
     listen_port: int = 3799
     clients: tuple[DynauthClient, ...] = ()
+    require_message_authenticator: bool = True
+    require_event_timestamp: bool = True
+    event_timestamp_window: float = 300.0  # seconds either side of our clock (RFC 5176 6.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -660,6 +663,9 @@ _DYNAUTH = _Spec(
     "[aaa.dynauth]",
     {
         "listen": _Key(_listen, attr=("listen_host", "listen_port")),
+        "require_message_authenticator": _Key(_boolean),
+        "require_event_timestamp": _Key(_boolean),
+        "event_timestamp_window": _Key(_POSITIVE),
         # Requests are matched to a client by source address, so addresses are unique.
         "client": _Sub(_DYNAUTH_CLIENT, attr="clients", array=True, unique="address"),
     },

@@ -4,8 +4,26 @@ A :class:`DynamicAuthorizationServer` listens on `[aaa.dynauth] listen` (UDP 379
 default) and answers the clients of `[[aaa.dynauth.client]]` only:
 
 - A datagram from an address that is no configured client, with a bad Request
-  Authenticator or Message-Authenticator (or none while one is required), or
-  malformed, is dropped unanswered and counted (`counters`); nothing raises.
+  Authenticator or a wrong Message-Authenticator, or malformed, is dropped
+  unanswered and counted (`counters`); nothing raises.
+- Replay protection (RFC 5176 section 6.3): a request whose Event-Timestamp is
+  more than `event_timestamp_window` seconds from our clock, in either direction,
+  is dropped unanswered, as section 6.3 says it MUST be ("silently discarded"). Every
+  request answered is remembered, by a digest of its bytes (Identifier, Request
+  Authenticator, attributes; not its source port), until its Event-Timestamp leaves
+  the window: the same bytes again from the same address and port are a
+  retransmission and get the first answer again without acting twice (RFC 5176
+  section 2.3, RFC 5080 section 2.2.2); from another port or address they are a
+  replay, dropped unanswered. So a captured request cannot act twice: within the
+  window it is remembered, after it its timestamp is stale. When the memory is full
+  (`MAX_REMEMBERED` requests inside one window) new requests get a NAK 506
+  (Resources-Unavailable) rather than go unprotected.
+- Without `Event-Timestamp` while `require_event_timestamp` is on (section 6.3:
+  "SHOULD be configurable to discard"), or without Message-Authenticator while
+  `require_message_authenticator` is on, a request is refused with a NAK, Error-Cause
+  402 (Missing-Attribute). A NAK rather than silence: its Request Authenticator
+  proved it comes from the client holding the secret, so the answer can only help
+  that client's operator see what is missing, and it acts on nothing.
 - A request names sessions by Acct-Session-Id, User-Name, Calling-Station-Id and/or
   Framed-IP-Address; a session must match every one given (:class:`SessionMatch`).
   NAS-Identifier, NAS-IP-Address, NAS-IPv6-Address, Event-Timestamp, Proxy-State,
@@ -20,19 +38,19 @@ default) and answers the clients of `[[aaa.dynauth.client]]` only:
   (one we cannot match on or cannot apply), 402 (Missing-Attribute) one without
   an identifying attribute or a CoA-Request without anything to change, 404
   (Invalid-Request) one with an attribute that does not decode or an identifying
-  attribute given twice.
-- A retransmission (same client address and port, Identifier and Request
-  Authenticator within `duplicate_window` seconds) gets the first answer again
-  and does not act twice (RFC 5080 section 2.2.2).
+  attribute (or Event-Timestamp) given twice.
 
-The sessions themselves belong to the PPP adapter, which implements
-:class:`SessionDirectory`.
+The clock is the reactor's (`seconds()`, Unix time on the real reactor), so tests
+drive the window with a `task.Clock`. The sessions themselves belong to the PPP
+adapter, which implements :class:`SessionDirectory`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import ipaddress
-from collections import OrderedDict
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,23 +68,23 @@ from aaa.radius.packet import (
     Code,
     DynauthRequest,
     ErrorCause,
-    MissingMessageAuthenticator,
     RadiusPacketError,
     decode_dynauth_request,
     encode_dynauth_reply,
 )
 from lns.config import Config, DynauthClient
+from lns.runtime import RateLimit
 
 __all__ = [
-    "DEFAULT_DUPLICATE_WINDOW",
+    "DEFAULT_EVENT_TIMESTAMP_WINDOW",
     "DynamicAuthorizationServer",
     "DynamicAuthorizationService",
     "SessionDirectory",
     "SessionMatch",
 ]
 
-DEFAULT_DUPLICATE_WINDOW = 5.0  # seconds a reply is kept for retransmissions
-MAX_CACHED_REPLIES = 4096
+DEFAULT_EVENT_TIMESTAMP_WINDOW = 300.0  # seconds either side of our clock
+MAX_REMEMBERED = 65536  # requests remembered for replay detection (about 200 bytes each)
 MAX_DATAGRAM = 4096  # the largest RADIUS packet (RFC 2865 section 3)
 
 _IDENTIFYING = ("Acct-Session-Id", "User-Name", "Calling-Station-Id", "Framed-IP-Address")
@@ -84,9 +102,13 @@ COUNTERS = (
     "unknown_client",  # dropped: source address not in [[aaa.dynauth.client]]
     "bad_authenticator",  # dropped: Request Authenticator wrong (other secret, forgery)
     "bad_message_authenticator",  # dropped: Message-Authenticator wrong or repeated
-    "missing_message_authenticator",  # dropped: none while one is required
     "malformed",  # dropped: not a Disconnect-/CoA-Request, bad lengths
-    "duplicates",  # retransmissions answered from the cache
+    "stale_timestamp",  # dropped: Event-Timestamp outside the window (past or future)
+    "replays",  # dropped: a request already answered, from another address or port
+    "duplicates",  # retransmissions answered again from memory
+    "missing_message_authenticator",  # NAK 402: none while one is required
+    "missing_event_timestamp",  # NAK 402: none while one is required
+    "memory_full",  # NAK 506: too many requests inside one window to remember another
     "disconnect_requests",
     "coa_requests",
     "acks",
@@ -138,6 +160,16 @@ class _Refused(Exception):
         self.why = why
 
 
+@dataclass(slots=True)
+class _Answered:
+    """A request answered: who sent it, what we answered, until when it is remembered."""
+
+    host: str
+    port: int
+    reply: bytes
+    until: float
+
+
 class DynamicAuthorizationServer(DatagramProtocol):
     """Answers Disconnect-Requests and CoA-Requests of the configured clients."""
 
@@ -148,18 +180,25 @@ class DynamicAuthorizationServer(DatagramProtocol):
         clock: IReactorTime,
         *,
         nas_identifier: str | None = None,
-        require_message_authenticator: bool = False,
-        duplicate_window: float = DEFAULT_DUPLICATE_WINDOW,
+        require_message_authenticator: bool = True,
+        require_event_timestamp: bool = True,
+        event_timestamp_window: float = DEFAULT_EVENT_TIMESTAMP_WINDOW,
+        max_remembered: int = MAX_REMEMBERED,
     ) -> None:
         self.clients = {client.address: client for client in clients}
         self.directory = directory
         self.clock = clock
         self.nas_identifier = nas_identifier
         self.require_message_authenticator = require_message_authenticator
-        self.duplicate_window = duplicate_window
+        self.require_event_timestamp = require_event_timestamp
+        self.event_timestamp_window = event_timestamp_window
+        self.max_remembered = max_remembered
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        # (host, port, Identifier, Request Authenticator) -> (expiry, reply), oldest first.
-        self._replies: OrderedDict[tuple[str, int, int, bytes], tuple[float, bytes]] = OrderedDict()
+        # SHA-256 of a request's bytes -> how it was answered; and the same keys by
+        # expiry, for forgetting them in order.
+        self._answered: dict[bytes, _Answered] = {}
+        self._expiries: list[tuple[float, bytes]] = []
+        self._warn_limit = RateLimit(5)
 
     # --- datagrams ----------------------------------------------------------------------
 
@@ -171,16 +210,9 @@ class DynamicAuthorizationServer(DatagramProtocol):
             self._drop("unknown_client", host, port, "not a configured client")
             return
         try:
-            request = decode_dynauth_request(
-                datagram,
-                client.secret.value,
-                require_message_authenticator=self.require_message_authenticator,
-            )
+            request = decode_dynauth_request(datagram, client.secret.value)
         except BadRequestAuthenticator as exc:
             self._drop("bad_authenticator", host, port, str(exc))
-            return
-        except MissingMessageAuthenticator as exc:
-            self._drop("missing_message_authenticator", host, port, str(exc))
             return
         except BadMessageAuthenticator as exc:
             self._drop("bad_message_authenticator", host, port, str(exc))
@@ -189,17 +221,45 @@ class DynamicAuthorizationServer(DatagramProtocol):
             self._drop("malformed", host, port, str(exc))
             return
         now = self.clock.seconds()
-        self._expire(now)
-        key = (host, port, request.identifier, request.authenticator)
-        cached = self._replies.get(key)
-        if cached is not None:
-            self.counters["duplicates"] += 1
-            self._send(cached[1], addr)
+        self._forget(now)
+        # The request's own bytes (without padding beyond its Length): Identifier,
+        # Request Authenticator and attributes, whatever port they came from.
+        (length,) = struct.unpack_from("!H", datagram, 2)
+        digest = hashlib.sha256(datagram[:length]).digest()
+        answered = self._answered.get(digest)
+        if answered is not None:
+            if (answered.host, answered.port) == (host, port):
+                self.counters["duplicates"] += 1
+                self._send(answered.reply, addr)
+            else:
+                self._refuse_silently(
+                    "replays",
+                    host,
+                    port,
+                    f"{request.code.name} already answered to {answered.host}:{answered.port}",
+                )
+            return
+        timestamps = request.values("Event-Timestamp")
+        timestamp = timestamps[0] if len(timestamps) == 1 else None
+        if isinstance(timestamp, int) and abs(timestamp - now) > self.event_timestamp_window:
+            self._refuse_silently(
+                "stale_timestamp",
+                host,
+                port,
+                f"{request.code.name} with Event-Timestamp {timestamp} is "
+                f"{timestamp - now:+.0f} s from our clock (window "
+                f"{self.event_timestamp_window:g} s)",
+            )
+            return
+        if len(self._answered) >= self.max_remembered:
+            self.counters["memory_full"] += 1
+            self._warn(now, "{code} from {host} refused: {why}", request, host, "memory full")
+            reply = self._nak(request, client, ErrorCause.RESOURCES_UNAVAILABLE)
+            self._send(reply, addr)
             return
         reply = self._answer(request, client, host)
-        self._replies[key] = (now + self.duplicate_window, reply)
-        while len(self._replies) > MAX_CACHED_REPLIES:
-            self._replies.popitem(last=False)
+        start = float(timestamp) if isinstance(timestamp, int) else now
+        self._remember(digest, _Answered(host, port, reply, start + self.event_timestamp_window))
         self._send(reply, addr)
 
     def _client(self, host: str) -> DynauthClient | None:
@@ -217,12 +277,36 @@ class DynamicAuthorizationServer(DatagramProtocol):
             "dynauth: dropped a datagram from {host}:{port}: {why}", host=host, port=port, why=why
         )
 
-    def _expire(self, now: float) -> None:
-        while self._replies:
-            key, (expiry, _) = next(iter(self._replies.items()))
-            if expiry > now:
-                break
-            del self._replies[key]
+    def _refuse_silently(self, counter: str, host: str, port: int, why: str) -> None:
+        """Drop an authenticated request that must not act, as a warning (rate-limited)."""
+        self.counters[counter] += 1
+        if self._warn_limit.allow(self.clock.seconds()):
+            log.warn(
+                "dynauth: dropped a request from {host}:{port}: {why}",
+                host=host,
+                port=port,
+                why=why,
+            )
+
+    def _warn(self, now: float, text: str, request: DynauthRequest, host: str, why: str) -> None:
+        if self._warn_limit.allow(now):
+            log.warn("dynauth: " + text, code=request.code.name, host=host, why=why)
+
+    def _remember(self, digest: bytes, answered: _Answered) -> None:
+        self._answered[digest] = answered
+        heapq.heappush(self._expiries, (answered.until, digest))
+
+    def _forget(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] < now:
+            until, digest = heapq.heappop(self._expiries)
+            answered = self._answered.get(digest)
+            if answered is not None and answered.until == until:
+                del self._answered[digest]
+
+    @property
+    def remembered(self) -> int:
+        """How many requests are remembered for replay detection now."""
+        return len(self._answered)
 
     def _send(self, reply: bytes, addr: tuple[str, int]) -> None:
         if self.transport is not None:
@@ -234,9 +318,9 @@ class DynamicAuthorizationServer(DatagramProtocol):
         kind = "disconnect_requests" if request.code == Code.DISCONNECT_REQUEST else "coa_requests"
         self.counters[kind] += 1
         try:
+            self._check_protection(request)
             count = self._act(request)
         except _Refused as refused:
-            self.counters["naks"] += 1
             log.info(
                 "dynauth: {code} from {host} refused ({cause}): {why}",
                 code=request.code.name,
@@ -244,9 +328,7 @@ class DynamicAuthorizationServer(DatagramProtocol):
                 cause=int(refused.cause),
                 why=refused.why,
             )
-            return encode_dynauth_reply(
-                request, client.secret.value, ack=False, error_cause=refused.cause
-            )
+            return self._nak(request, client, refused.cause)
         self.counters["acks"] += 1
         log.info(
             "dynauth: {code} from {host} applied to {count} session(s)",
@@ -255,6 +337,26 @@ class DynamicAuthorizationServer(DatagramProtocol):
             count=count,
         )
         return encode_dynauth_reply(request, client.secret.value, ack=True)
+
+    def _nak(self, request: DynauthRequest, client: DynauthClient, cause: ErrorCause) -> bytes:
+        self.counters["naks"] += 1
+        return encode_dynauth_reply(request, client.secret.value, ack=False, error_cause=cause)
+
+    def _check_protection(self, request: DynauthRequest) -> None:
+        """What the configuration requires of every request besides its authenticator."""
+        if len(request.values("Event-Timestamp")) > 1:
+            raise _Refused(ErrorCause.INVALID_REQUEST, "Event-Timestamp given more than once")
+        if self.require_message_authenticator and not request.message_authenticator:
+            self.counters["missing_message_authenticator"] += 1
+            raise _Refused(
+                ErrorCause.MISSING_ATTRIBUTE,
+                "no Message-Authenticator (require_message_authenticator is on)",
+            )
+        if self.require_event_timestamp and not request.values("Event-Timestamp"):
+            self.counters["missing_event_timestamp"] += 1
+            raise _Refused(
+                ErrorCause.MISSING_ATTRIBUTE, "no Event-Timestamp (require_event_timestamp is on)"
+            )
 
     def _act(self, request: DynauthRequest) -> int:
         """Apply `request`; the number of sessions it applied to. Raises _Refused."""
@@ -362,12 +464,7 @@ class DynamicAuthorizationService(service.Service):
 
     @classmethod
     def from_config(
-        cls,
-        config: Config,
-        directory: SessionDirectory,
-        reactor: IReactorUDP,
-        *,
-        require_message_authenticator: bool = False,
+        cls, config: Config, directory: SessionDirectory, reactor: IReactorUDP
     ) -> DynamicAuthorizationService:
         """The service of `[aaa.dynauth]`; ValueError when the section is absent.
 
@@ -381,7 +478,9 @@ class DynamicAuthorizationService(service.Service):
             directory,
             IReactorTime(reactor),
             nas_identifier=config.aaa.nas_identifier,
-            require_message_authenticator=require_message_authenticator,
+            require_message_authenticator=section.require_message_authenticator,
+            require_event_timestamp=section.require_event_timestamp,
+            event_timestamp_window=section.event_timestamp_window,
         )
         return cls(server, reactor, section.listen_host, section.listen_port)
 

@@ -181,7 +181,9 @@ def test_accounting_and_radclient_disconnect_on_a_live_session(
 
         # A CoA-Request changes the live session's Session-Timeout.
         coa = tmp_path / "coa.txt"
-        coa.write_text(f'Calling-Station-Id = "{PLAIN.iccid}"\nSession-Timeout = 900\n')
+        # Event-Timestamp and Message-Authenticator: [aaa.dynauth] requires both by default.
+        protection = f"Event-Timestamp = {int(reactor.seconds())}\nMessage-Authenticator = 0x00\n"
+        coa.write_text(f'Calling-Station-Id = "{PLAIN.iccid}"\nSession-Timeout = 900\n{protection}')
         args = ["-x", "-t", "2", "-r", "2", "-f", str(coa), f"127.0.0.1:{dae_port}"]
         out, err, code = yield getProcessOutputAndValue(
             radclient, [*args, "coa", DAE_SECRET], reactor=reactor
@@ -193,7 +195,7 @@ def test_accounting_and_radclient_disconnect_on_a_live_session(
         assert session.get_timer() is not None
 
         request = tmp_path / "disconnect.txt"
-        request.write_text(f'Calling-Station-Id = "{PLAIN.iccid}"\n')
+        request.write_text(f'Calling-Station-Id = "{PLAIN.iccid}"\n{protection}')
         args = ["-x", "-t", "2", "-r", "2", "-f", str(request), f"127.0.0.1:{dae_port}"]
         out, err, code = yield getProcessOutputAndValue(
             radclient, [*args, "disconnect", DAE_SECRET], reactor=reactor
