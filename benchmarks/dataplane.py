@@ -1,9 +1,9 @@
 """Data-plane throughput: UDP packets through established sessions, both directions.
 
-    python benchmarks/dataplane.py [--sessions 16] [--seconds 5] [--servers lns,l2tpns]
+    python -m benchmarks.dataplane [--sessions 16] [--seconds 5] [--servers lns,l2tpns]
         [--output FILE]
 
-Builds the site of tests/dataplane/site.py in network namespaces (needs root): a LAC
+Builds the site of lns.testing.dataplane_site in network namespaces (needs root): a LAC
 namespace, the server (``twistd -n lns``, TUN device, FreeRADIUS, SQLite pool) in its
 own, and a host behind it. The LAC simulator brings ``--sessions`` sessions up and
 leaves (the calls stay up at the server); then, for 64- and 1400-byte IP packets:
@@ -22,7 +22,7 @@ other, and the kernel's veth work is shared between them. The JSON goes to --out
 
 The same measurement runs against l2tpns (``--servers``, both by default): the same
 namespaces, addresses, users and pool, with l2tpns (configured through
-/etc/netns/NAMESPACE/l2tpns, see benchmarks/servers.py) in the server's place. l2tpns
+/etc/netns/NAMESPACE/l2tpns, see lns.testing.servers) in the server's place. l2tpns
 ignores the LAC's proxy authentication, so the devices answer its CHAP challenge with
 the ICCID as name (session_driver.py --device-auth).
 """
@@ -41,15 +41,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lns.testing.dataplane_site import HOST, LAC_ADDRESS, LNS_ADDRESS, Site, build_site
+from lns.testing.freeradius import ensure_freeradius
+from lns.testing.netns import NetNs, can_create_namespaces, unique_name
+from lns.testing.processes import working_tree_env
+from lns.testing.servers import build_l2tpns_site, machine
 
-from benchmarks.servers import build_l2tpns_site, machine  # noqa: E402
-from tests.aaa.freeradius import ensure_freeradius  # noqa: E402
-from tests.dataplane.site import HOST, LAC_ADDRESS, LNS_ADDRESS, Site, build_site  # noqa: E402
-from tests.netns import NetNs, can_create_namespaces, unique_name  # noqa: E402
-
-BLAST = str(REPO / "benchmarks" / "udp_blast.py")
+BLAST = str(Path(__file__).resolve().parent / "udp_blast.py")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -123,6 +121,7 @@ def run_one(
         str(size),
         "--seconds",
         str(seconds),
+        env=working_tree_env(),
     )
     # What the server still had queued drains for a moment after the sender stopped.
     time.sleep(0.5)
@@ -148,7 +147,15 @@ def run_one(
 
 def hold(namespace: NetNs, where: str) -> subprocess.Popen[str]:
     """A process holding a UDP port there, reading nothing."""
-    sink = namespace.popen(sys.executable, BLAST, "sink", "--bind", where, stdout=subprocess.PIPE)
+    sink = namespace.popen(
+        sys.executable,
+        BLAST,
+        "sink",
+        "--bind",
+        where,
+        stdout=subprocess.PIPE,
+        env=working_tree_env(),
+    )
     assert sink.stdout is not None
     sink.stdout.readline()  # {"ready": true}
     return sink

@@ -1,10 +1,10 @@
 """Memory per established session: lns against l2tpns, 10,000 and 50,000 idle sessions.
 
-    python benchmarks/memory.py [--sessions 10000,50000] [--tunnels 10]
+    python -m benchmarks.memory [--sessions 10000,50000] [--tunnels 10]
         [--servers lns-sqlite,l2tpns] [--settle 10] [--output FILE]
 
 For each server and each count N, a fresh network namespace gets FreeRADIUS (N CHAP
-users) and the server (benchmarks/servers.py). The server's resident memory (VmRSS of
+users) and the server (lns.testing.servers). The server's resident memory (VmRSS of
 its process and any children, /proc/PID/status) is read once it is ready and idle
 (the baseline), then lns-loadgen sets up N sessions over ``--tunnels`` tunnels and holds
 them (``--hold``); ``--settle`` seconds into the hold, when the sessions are idle (LCP
@@ -26,9 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.servers import (
+from lns.testing.servers import (
     BenchError,
     Harness,
     Loadgen,

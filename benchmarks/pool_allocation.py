@@ -1,6 +1,6 @@
 """Address allocation speed: a /16 pool at 0%, 50% and 99% full, on SQLite and PostgreSQL.
 
-    python benchmarks/pool_allocation.py [--postgres-url URL] [--allocations N] [--output FILE]
+    python -m benchmarks.pool_allocation [--postgres-url URL] [--allocations N] [--output FILE]
 
 For each backend and fill level, a fresh database gets one /16 pool, leases are
 written straight into it up to the fill level, and then N allocations run one

@@ -1,12 +1,12 @@
 """Session setup storm: lns (SQLite, PostgreSQL) against l2tpns under the same load generator.
 
-    python benchmarks/setup_storm.py [--sessions 10000] [--tunnels 4] [--concurrency 1000]
+    python -m benchmarks.setup_storm [--sessions 10000] [--tunnels 4] [--concurrency 1000]
         [--servers lns-sqlite,lns-postgresql,l2tpns] [--lns-retransmit 1.0]
         [--l2tpns-retransmit 1.0,0.2] [--profile DIR] [--output FILE]
 
 Each run gets a fresh network namespace holding FreeRADIUS (one CHAP user per ICCID, the
 ICCID as password), the server, and lns-loadgen on the namespace's loopback
-(benchmarks/servers.py). The load generator opens ``--tunnels`` tunnels and sets up
+(lns.testing.servers). The load generator opens ``--tunnels`` tunnels and sets up
 ``--sessions`` sessions as fast as ``--concurrency`` setups in flight allow (``--rate 0``),
 each authenticated by RADIUS CHAP and given an address from the server's pool (lns: its
 SQL pool, SQLite file or PostgreSQL database; l2tpns: its in-memory /etc/l2tpns/ip_pool),
@@ -38,9 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.servers import (
+from lns.testing.servers import (
     BenchError,
     Harness,
     Loadgen,

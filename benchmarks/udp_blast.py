@@ -19,11 +19,7 @@ import ipaddress
 import json
 import signal
 import socket
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lns.dataplane import ipv4
 from lns.l2tp.header import encode_data

@@ -2,7 +2,7 @@
 
     python scripts/try_it.py [--sessions 100] [--keep]
 
-1. starts a FreeRADIUS of its own (the test suite's, tests/aaa/freeradius.py; installed
+1. starts a FreeRADIUS of its own (the test suite's, lns.testing.freeradius; installed
    from Debian when missing) with demo SIMs: ICCIDs from 8944000000000000001, each with
    its ICCID as password;
 2. prepares an SQLite pool with ``lns-admin`` and starts ``twistd -n lns`` with a config
@@ -18,29 +18,20 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.aaa.freeradius import FreeRadius, FreeRadiusError, ensure_freeradius  # noqa: E402
+from lns.testing.freeradius import FreeRadius, FreeRadiusError, ensure_freeradius
+from lns.testing.ports import free_udp_port as free_port
 
 RADIUS_SECRET = "try-it-radius-secret"
 L2TP_SECRET = "try-it-l2tp-secret"
 ICCID_START = 8944000000000000001
 POOL = "100.64.0.0/22"
 HOLD = 20.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def users(count: int) -> str:

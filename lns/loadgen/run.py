@@ -1,6 +1,6 @@
 """One load run against an LNS: tunnels, a paced storm of sessions, hold, teardown.
 
-A :class:`~lns.lacsim.lac.Lac` emulates the operator's LAC; all its tunnels
+A :class:`~lns.testing.lacsim.lac.Lac` emulates the operator's LAC; all its tunnels
 share one UDP socket, as a GGSN's do, and every datagram goes to the one server
 address the run was given. The run is a sequence of phases:
 
@@ -40,8 +40,14 @@ from twisted.logger import Logger
 
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.reliable import RetransmitPolicy
-from lns.lacsim.device import Device, DeviceBehaviour
-from lns.lacsim.lac import (
+from lns.loadgen.options import LoadOptions, ProxyAuth, Teardown
+from lns.loadgen.ping import echo_request, parse_echo_reply
+from lns.loadgen.progress import Progress, Snapshot
+from lns.loadgen.stats import RunStats, Samples
+from lns.ppp.frame import Protocol, encode_frame
+from lns.runtime import DeadlineTimer
+from lns.testing.lacsim.device import Device, DeviceBehaviour
+from lns.testing.lacsim.lac import (
     LCP_AUTH_CHAP_MD5,
     LCP_AUTH_PAP,
     Lac,
@@ -54,12 +60,6 @@ from lns.lacsim.lac import (
     proxy_chap,
     proxy_pap,
 )
-from lns.loadgen.options import LoadOptions, ProxyAuth, Teardown
-from lns.loadgen.ping import echo_request, parse_echo_reply
-from lns.loadgen.progress import Progress, Snapshot
-from lns.loadgen.stats import RunStats, Samples
-from lns.ppp.frame import Protocol, encode_frame
-from lns.runtime import DeadlineTimer
 
 SOCKET_BUFFER = 8 * 1024 * 1024  # bytes: a storm's bursts must not overflow the socket
 STOPCCN_WAIT = 5.0  # seconds to wait for the StopCCNs' acknowledgements

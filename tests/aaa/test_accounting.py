@@ -27,8 +27,9 @@ from aaa.radius.client import RadiusClient, RadiusUnavailable
 from aaa.radius.packet import Code, Reply
 from lns.config import RadiusServer, Secret
 from lns.ppp.termination import TerminateCause
-from tests.aaa.conftest import PLAIN, RADIUS_SECRET, TIMED
-from tests.integration.ports import free_udp_port
+from lns.testing.freeradius import detail_records, records_of
+from lns.testing.ports import free_udp_port
+from lns.testing.sims import PLAIN, RADIUS_SECRET, TIMED
 
 NODE = "lns-test"
 SETTINGS = AccessRequestSettings(nas_identifier=NODE)
@@ -106,26 +107,6 @@ def radius_client(acct_port: int, clock=None, timeout: float = 2.0, retries: int
     client = RadiusClient([server], reactor, False, clock=clock or reactor, dead_time=30.0)
     client.start()
     return client
-
-
-def detail_records(freeradius) -> list[dict[str, str]]:
-    """Every record of FreeRADIUS's detail files, in the order written, values unquoted."""
-    records = []
-    for path in sorted((freeradius.directory / "log" / "radacct").glob("*/detail-*")):
-        for block in path.read_text().split("\n\n"):
-            lines = [line for line in block.splitlines() if line.strip()]
-            if not lines:
-                continue
-            record = {}
-            for line in lines[1:]:
-                name, _, value = line.strip().partition(" = ")
-                record[name] = value.strip('"')
-            records.append(record)
-    return records
-
-
-def records_of(freeradius, acct_session_id: str) -> list[dict[str, str]]:
-    return [r for r in detail_records(freeradius) if r.get("Acct-Session-Id") == acct_session_id]
 
 
 def session(acct: RadiusAccounting, started_at: float, **changes) -> AccountingSession:

@@ -18,7 +18,7 @@ from aaa.radius.client import RadiusClient
 from aaa.radius.packet import Code, Reply
 from lns.config import parse_config
 from lns.ppp.auth import AuthMethod, AuthRequest, AuthSource, CallContext, Decision
-from tests.aaa.fakes import FakeUdpReactor, parse_request, reply_bytes
+from lns.testing.radius_fakes import FakeUdpReactor, parse_request, reply_bytes
 
 SECRET = "auth-test-secret"
 ICCID = "89440000000000000011"

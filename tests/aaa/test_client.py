@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from aaa.radius.client import RadiusClient, RadiusClientService, RadiusUnavailable
 from aaa.radius.packet import Code, Reply, access_request, accounting_request, status_server
 from lns.config import RadiusServer, Secret
-from tests.aaa.fakes import (
+from lns.testing.radius_fakes import (
     FakeUdpReactor,
     Sent,
     forge,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import shutil
 import struct
 from dataclasses import dataclass, field
 
@@ -38,8 +37,7 @@ from aaa.radius.dae import (
 )
 from aaa.radius.packet import Code, ErrorCause
 from lns.config import DynauthClient, Secret, parse_config
-from tests.aaa.freeradius import FreeRadiusError, ensure_freeradius
-from tests.integration.ports import free_udp_port
+from lns.testing.ports import free_udp_port
 
 pytestmark = pytest.mark.integration
 
@@ -540,20 +538,6 @@ def test_from_config_without_dynauth_section():
 
 
 # --- the real radclient -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def radclient() -> str:
-    found = shutil.which("radclient")
-    if found is None:
-        try:
-            ensure_freeradius()  # installs freeradius-utils with freeradius
-        except FreeRadiusError as exc:
-            pytest.skip(f"radclient could not be installed: {exc}")
-        found = shutil.which("radclient")
-    if found is None:
-        pytest.skip("radclient missing after installing freeradius-utils")
-    return found
 
 
 @pytest.fixture

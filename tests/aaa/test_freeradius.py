@@ -18,7 +18,8 @@ from aaa.radius.auth import RadiusAuthenticator
 from aaa.radius.packet import Code, access_request, status_server
 from lns.config import parse_config
 from lns.ppp.auth import AuthMethod, AuthRequest, AuthSource, CallContext, Decision
-from tests.aaa.conftest import (
+from lns.testing.ports import free_udp_port
+from lns.testing.sims import (
     BARRED,
     BY_ICCID,
     CHECKED,
@@ -29,7 +30,6 @@ from tests.aaa.conftest import (
     TIMED,
     Sim,
 )
-from tests.integration.ports import free_udp_port
 
 pytestmark = pytest.mark.integration
 

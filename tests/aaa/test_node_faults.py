@@ -19,19 +19,18 @@ from pathlib import Path
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from lns.adapters.lac_udp import LacClient
 from lns.adapters.services import make_service
 from lns.cli import main as lns_admin
 from lns.config import parse_config
-from lns.lacsim.device import Device
-from lns.lacsim.lac import Lac, Phase, SimulatedCall, default_proxy_lcp, proxy_chap
 from lns.ppp.frame import Protocol, decode_frame
-from tests.aaa.conftest import PLAIN, RADIUS_SECRET, STATIC
-from tests.aaa.freeradius import FreeRadius
-from tests.aaa.test_accounting import detail_records
-from tests.integration.ports import free_udp_port
-from tests.integration.relay import LossyRelay
-from tests.processes import twistd_command, working_tree_env
+from lns.testing.freeradius import FreeRadius, detail_records
+from lns.testing.lac_client import LacClient
+from lns.testing.lacsim.device import Device
+from lns.testing.lacsim.lac import Lac, Phase, SimulatedCall, default_proxy_lcp, proxy_chap
+from lns.testing.ports import free_udp_port
+from lns.testing.processes import twistd_command, working_tree_env
+from lns.testing.relay import LossyRelay
+from lns.testing.sims import PLAIN, RADIUS_SECRET, STATIC
 
 L2TP_SECRET = "node-faults-l2tp-secret"
 POOL = ipaddress.ip_network("100.64.31.0/28")

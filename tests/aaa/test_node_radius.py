@@ -12,17 +12,15 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
-from lns.adapters.lac_udp import LacClient
 from lns.adapters.services import make_service
 from lns.cli import main as lns_admin
 from lns.config import parse_config
-from lns.lacsim.device import Device
-from lns.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap, proxy_pap
-from tests.aaa.conftest import BARRED, BY_ICCID, PLAIN, RADIUS_SECRET, STATIC
-from tests.aaa.freeradius import FreeRadius
-from tests.aaa.test_accounting import records_of
-from tests.aaa.test_dae import radclient  # noqa: F401 (a fixture)
-from tests.integration.ports import free_udp_port
+from lns.testing.freeradius import FreeRadius, records_of
+from lns.testing.lac_client import LacClient
+from lns.testing.lacsim.device import Device
+from lns.testing.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap, proxy_pap
+from lns.testing.ports import free_udp_port
+from lns.testing.sims import BARRED, BY_ICCID, PLAIN, RADIUS_SECRET, STATIC
 
 L2TP_SECRET = "node-radius-l2tp-secret"
 DAE_SECRET = "node-radius-dae-secret"
@@ -115,7 +113,7 @@ def test_sessions_authenticated_by_freeradius(tmp_path: Path, freeradius: FreeRa
 def test_accounting_and_radclient_disconnect_on_a_live_session(
     tmp_path: Path,
     freeradius: FreeRadius,
-    radclient: str,  # noqa: F811 (the fixture imported above)
+    radclient: str,
 ):
     """Start in FreeRADIUS's detail file; a real Disconnect-Request from radclient clears
     the call with a CDN; the Stop arrives with Acct-Terminate-Cause = Admin-Reset."""

@@ -28,7 +28,7 @@ from aaa.radius.packet import (
     message_authenticator,
     status_server,
 )
-from tests.aaa.fakes import (
+from lns.testing.radius_fakes import (
     forge,
     parse_request,
     reply_bytes,

@@ -19,7 +19,7 @@ from twisted.internet.protocol import DatagramProtocol
 from aaa.radius.auth import RadiusAuthenticator
 from lns.config import parse_config
 from lns.ppp.auth import AuthMethod, AuthRequest, AuthSource, CallContext, Decision
-from tests.aaa.fakes import forge, parse_request, strip_message_authenticator
+from lns.testing.radius_fakes import forge, parse_request, strip_message_authenticator
 
 pytestmark = pytest.mark.integration
 

@@ -14,15 +14,15 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import LogEvent, globalLogPublisher
 
 from lns.adapters.dataplane import PPP_IP_HEADER, DataPlane, make_dataplane
-from lns.adapters.lac_udp import LacClient
 from lns.adapters.services import make_service
 from lns.cli import main as lns_admin
 from lns.config import parse_config
 from lns.dataplane import ipv4
-from lns.lacsim.device import Device
-from lns.lacsim.lac import Lac, default_proxy_lcp, proxy_pap
 from lns.ppp.auth import AuthRequest, Decision
-from tests.integration.ports import free_udp_port
+from lns.testing.lac_client import LacClient
+from lns.testing.lacsim.device import Device
+from lns.testing.lacsim.lac import Lac, default_proxy_lcp, proxy_pap
+from lns.testing.ports import free_udp_port
 
 LOCAL = ipaddress.IPv4Address("100.64.0.1")
 A = ipaddress.IPv4Address("100.64.1.10")

@@ -1,5 +1,5 @@
 """The data plane end to end, in network namespaces this test creates (the site of
-tests/dataplane/site.py: LAC, server with its TUN device and FreeRADIUS, a host behind).
+lns.testing.dataplane_site: LAC, server with its TUN device and FreeRADIUS, a host behind).
 The LAC simulator's devices ping the server's TUN address and the host behind it with
 ICMP inside PPP, and the kernels answer.
 """
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.aaa.freeradius import FreeRadiusError, ensure_freeradius
-from tests.dataplane.site import (
+from lns.testing.dataplane_site import (
     HOST,
     L2TP_SECRET,
     LAN,
@@ -27,12 +26,13 @@ from tests.dataplane.site import (
     Site,
     build_site,
 )
-from tests.netns import NetNs, netns_factory  # noqa: F401 (a fixture)
+from lns.testing.freeradius import FreeRadiusError, ensure_freeradius
+from lns.testing.netns import NetNs
 
 
 @pytest.fixture
 def site_factory(
-    netns_factory: Callable[[], NetNs],  # noqa: F811 (the fixture imported above)
+    netns_factory: Callable[[], NetNs],
     tmp_path: Path,
 ) -> Iterator[Callable[[int], Site]]:
     try:

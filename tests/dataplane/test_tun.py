@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO, Any
 
 import pytest
@@ -26,13 +25,11 @@ from twisted.python.failure import Failure
 
 from lns.adapters import tun
 from lns.adapters.tun import RTPROT_LNS, TunDevice, TunError
-from tests import netns
-from tests.netns import NetNs
+from lns.testing import netns
+from lns.testing.netns import NetNs
+from lns.testing.processes import SOURCE_ROOT as REPO
 
-netns_factory = netns.netns_factory  # until conftest provides it
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = "tests.dataplane.tun_echo"  # run with -m from REPO, so `lns` is this checkout's
+SCRIPT = "lns.testing.tun_echo"  # run with -m from REPO, so `lns` is this checkout's
 LINE_TIMEOUT = 20.0
 ECHO_ARGS = ("--name", "tun0", "--local", "100.64.0.1", "--mtu", "1400")
 ROUTED = "100.64.7.0/24"
@@ -295,8 +292,7 @@ def test_veth_pair_connects_two_namespaces(netns_factory):
     assert summary["received"] == 2
 
 
-def test_namespace_is_deleted_when_its_block_ends():
-    netns.require_namespaces()
+def test_namespace_is_deleted_when_its_block_ends(require_namespaces):
     with NetNs.create() as namespace:
         assert (
             namespace.name

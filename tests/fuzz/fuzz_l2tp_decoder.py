@@ -9,8 +9,10 @@ message body, and as a body whose H-bit AVPs the harness hides itself with the t
 secret first. The third way lets the fuzzer mutate the plaintext of hidden AVPs; random
 ciphertext almost never unhides to anything the value decoders accept.
 
-    python tests/fuzz/fuzz_l2tp_decoder.py -max_total_time=60    # libFuzzer flags pass through
-    python tests/fuzz/fuzz_l2tp_decoder.py --write-corpus         # regenerate corpus_l2tp/
+    python -m tests.fuzz.fuzz_l2tp_decoder -max_total_time=60    # libFuzzer flags pass through
+    python -m tests.fuzz.fuzz_l2tp_decoder --write-corpus         # regenerate corpus_l2tp/
+
+(from the repository's root, so ``lns`` is this checkout's).
 
 Unless ``-seed_inputs=`` is given, the fuzzer starts from the real messages in
 ``corpus_l2tp/`` (written by ``--write-corpus`` from :func:`seed_inputs`); they are
@@ -23,12 +25,7 @@ import struct
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-CORPUS = Path(__file__).resolve().parent / "corpus_l2tp"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # run as a script from anywhere, without installing lns
-
-import atheris  # noqa: E402
+import atheris
 
 with atheris.instrument_imports():
     from lns.l2tp.avp import AttributeType, MessageType, ResultCode, make
@@ -37,6 +34,7 @@ with atheris.instrument_imports():
     from lns.l2tp.message import ControlMessage, decode_message, encode_message
     from lns.l2tp.wire import MalformedPacket
 
+CORPUS = Path(__file__).resolve().parent / "corpus_l2tp"
 SECRET = b"fuzz-secret"  # the seed corpus hides AVPs with this secret
 
 

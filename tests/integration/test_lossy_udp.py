@@ -14,13 +14,13 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from lns.adapters.l2tp import CallRecorder, L2tpService
-from lns.adapters.lac_udp import LacClient
 from lns.l2tp.endpoint import LacMatch, LnsEndpoint
 from lns.l2tp.reliable import RetransmitPolicy
 from lns.l2tp.tunnel import LacPeer, TunnelSettings
-from lns.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap, proxy_pap
-from tests.integration.capture import Capture, pcap_check, tshark_available
-from tests.integration.relay import LossyRelay
+from lns.testing.capture import Capture, pcap_check, tshark_available
+from lns.testing.lac_client import LacClient
+from lns.testing.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap, proxy_pap
+from lns.testing.relay import LossyRelay
 
 SECRET = b"lossy-link-secret"
 TUNNELS = 4

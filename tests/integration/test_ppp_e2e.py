@@ -18,15 +18,15 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from lns.adapters.lac_udp import LacClient
 from lns.adapters.services import make_service
 from lns.cli import main as lns_admin
 from lns.config import parse_config
-from lns.lacsim.device import Device
-from lns.lacsim.lac import Lac, default_proxy_lcp, proxy_chap, proxy_pap
 from lns.ppp.auth import AuthMethod, AuthRequest, Decision
-from tests.integration.capture import Capture, pcap_check, tshark_available
-from tests.integration.ports import free_udp_port
+from lns.testing.capture import Capture, pcap_check, tshark_available
+from lns.testing.lac_client import LacClient
+from lns.testing.lacsim.device import Device
+from lns.testing.lacsim.lac import Lac, default_proxy_lcp, proxy_chap, proxy_pap
+from lns.testing.ports import free_udp_port
 
 SECRET = "ppp-e2e-secret"
 PASSWORD = b"password"

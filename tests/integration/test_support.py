@@ -15,8 +15,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 
-from tests.integration.capture import Capture, pcap_check, pcap_check_tool, tshark_available
-from tests.integration.relay import LossyRelay, RelayEvent
+from lns.testing.capture import Capture, pcap_check, pcap_check_tool, tshark_available
+from lns.testing.relay import LossyRelay, RelayEvent
 
 pytestmark = pytest.mark.integration
 

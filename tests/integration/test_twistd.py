@@ -15,10 +15,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from lns.adapters.lac_udp import LacClient
-from lns.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap
-from tests.integration.ports import free_udp_port
-from tests.processes import twistd_command, working_tree_env
+from lns.testing.lac_client import LacClient
+from lns.testing.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap
+from lns.testing.ports import free_udp_port
+from lns.testing.processes import twistd_command, working_tree_env
 
 SECRET = b"twistd-test-secret"
 ICCID = "8944200000000000017"

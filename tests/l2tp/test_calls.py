@@ -34,7 +34,8 @@ from lns.l2tp.proxy import ProxyAuthenType, ProxyLcp
 from lns.l2tp.result import CdnResult, GeneralError
 from lns.l2tp.session import CallState, IncomingCall
 from lns.l2tp.tunnel import ControlConnection
-from lns.lacsim.lac import (
+from lns.testing.l2tp_network import SECRET, Network, make_endpoint
+from lns.testing.lacsim.lac import (
     LCP_AUTH_PAP,
     Lac,
     Phase,
@@ -44,7 +45,6 @@ from lns.lacsim.lac import (
     proxy_chap,
     proxy_pap,
 )
-from tests.l2tp.harness import SECRET, Network, make_endpoint
 
 ICCID = "8944500102198304826"
 LCP_FRAME = b"\xff\x03\xc0\x21\x09\x01\x00\x08\x12\x34\x56\x78"  # LCP Echo-Request

@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-import lns.lacsim.lac as lac_module
+import lns.testing.lacsim.lac as lac_module
 from lns.l2tp.avp import AttributeType, Avp, CallErrors, MessageType, ResultCode, make
 from lns.l2tp.effects import (
     CallCleared,
@@ -30,8 +30,8 @@ from lns.l2tp.header import ControlPacket, decode_packet, encode_control
 from lns.l2tp.message import ControlMessage, decode_message, encode_message
 from lns.l2tp.result import CdnResult, GeneralError, StopCcnResult
 from lns.l2tp.tunnel import LacPeer, TunnelSettings, TunnelState
-from lns.lacsim.lac import Lac, Phase, SimulatedTunnel
-from tests.l2tp.harness import LAC_ADDRESS, SECRET, Network, make_endpoint
+from lns.testing.l2tp_network import LAC_ADDRESS, SECRET, Network, make_endpoint
+from lns.testing.lacsim.lac import Lac, Phase, SimulatedTunnel
 
 ICCID = "8944500102198304826"
 

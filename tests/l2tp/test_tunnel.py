@@ -21,8 +21,8 @@ from lns.l2tp.message import H_BIT, LENGTH_MASK, ControlMessage, decode_message
 from lns.l2tp.reliable import RetransmitPolicy
 from lns.l2tp.result import StopCcnResult
 from lns.l2tp.tunnel import ControlConnection, TunnelState
-from lns.lacsim.lac import Lac, Phase, SimulatedTunnel, default_proxy_lcp, proxy_chap
-from tests.l2tp.harness import LAC_ADDRESS, SECRET, Network, make_endpoint
+from lns.testing.l2tp_network import LAC_ADDRESS, SECRET, Network, make_endpoint
+from lns.testing.lacsim.lac import Lac, Phase, SimulatedTunnel, default_proxy_lcp, proxy_chap
 
 ICCIDS = [f"89445001021983{i:05d}" for i in range(10)]
 

@@ -1,9 +1,9 @@
 """The shipped server as an operator runs it, for the load generator to drive.
 
-A FreeRADIUS of our own (tests.aaa.freeradius) with one user per SIM the
-generator will present (password = ICCID, the generator's default), an SQLite
-pool made with ``lns-admin``, and ``twistd -n lns --config FILE`` as a process
-on a free loopback port.
+The session's FreeRADIUS (tests/conftest.py), which knows a range of SIMs whose
+password is their ICCID (the generator's default, `lns.testing.sims`), an SQLite
+pool made with ``lns-admin``, and ``twistd -n lns --config FILE`` as a process on a
+free loopback port.
 """
 
 from __future__ import annotations
@@ -18,41 +18,14 @@ from pathlib import Path
 import pytest
 
 from lns.cli import main as lns_admin
-from tests.aaa.freeradius import FreeRadius, FreeRadiusError, ensure_freeradius
-from tests.integration.ports import free_udp_port
-from tests.processes import twistd_command, working_tree_env
+from lns.testing.freeradius import FreeRadius
+from lns.testing.ports import free_udp_port
+from lns.testing.processes import twistd_command, working_tree_env
+from lns.testing.sims import RADIUS_SECRET
 
-RADIUS_SECRET = "loadgen-radius-secret"
 L2TP_SECRET = "loadgen-l2tp-secret"
-ICCID_START = "8944990000000000001"
-SIMS = 200  # users in the RADIUS server: ICCID_START and the next ones
 POOL = "100.65.0.0/22"
 LISTENING = "L2TP listening"
-
-
-def iccid(index: int) -> str:
-    return str(int(ICCID_START) + index).zfill(len(ICCID_START))
-
-
-def users(count: int) -> str:
-    """The users file: each SIM's password is its ICCID."""
-    lines = ["# Written by tests/loadgen/conftest.py."]
-    lines += [f'{iccid(i)}\tCleartext-Password := "{iccid(i)}"' for i in range(count)]
-    return "\n".join(lines) + "\n"
-
-
-@pytest.fixture(scope="session")
-def loadgen_radius() -> Iterator[FreeRadius]:
-    try:
-        binary = ensure_freeradius()
-    except FreeRadiusError as exc:
-        pytest.skip(f"FreeRADIUS could not be installed: {exc}")
-    server = FreeRadius(RADIUS_SECRET, users(SIMS), free_udp_port(), free_udp_port())
-    server.start(binary)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def write_config(directory: Path, port: int, radius: FreeRadius) -> Path:
@@ -93,6 +66,7 @@ class LnsProcess:
     port: int
     process: subprocess.Popen[str]
     output: list[str]
+    secret: str = L2TP_SECRET  # the tunnel secret of its one LAC
 
     def log(self) -> str:
         return "".join(self.output)
@@ -100,14 +74,14 @@ class LnsProcess:
 
 @pytest.fixture(scope="module")
 def lns_server(
-    tmp_path_factory: pytest.TempPathFactory, loadgen_radius: FreeRadius
+    tmp_path_factory: pytest.TempPathFactory, freeradius: FreeRadius
 ) -> Iterator[LnsProcess]:
     tmp_path = tmp_path_factory.mktemp("lns")
     url = f"sqlite:///{tmp_path / 'lns.db'}"
     assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
     assert lns_admin(["--database-url", url, "pool", "add", "default", POOL]) == 0
     port = free_udp_port()
-    config = write_config(tmp_path, port, loadgen_radius)
+    config = write_config(tmp_path, port, freeradius)
     process = subprocess.Popen(
         twistd_command(config),
         cwd=tmp_path,

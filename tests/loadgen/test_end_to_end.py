@@ -1,5 +1,5 @@
 """lns-loadgen as an operator runs it, against the shipped server: ``twistd -n lns`` with
-FreeRADIUS and an SQLite pool (tests/loadgen/conftest.py)."""
+the session's FreeRADIUS and an SQLite pool (tests/loadgen/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.loadgen.conftest import L2TP_SECRET, SIMS, LnsProcess, iccid
-from tests.processes import working_tree_env
+from lns.testing.processes import working_tree_env
+from lns.testing.sims import LOADGEN_SIMS as SIMS
+from lns.testing.sims import loadgen_iccid as iccid
 
 
 def loadgen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -25,13 +26,13 @@ def loadgen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_fifty_sessions_over_two_tunnels(tmp_path: Path, lns_server: LnsProcess):
+def test_fifty_sessions_over_two_tunnels(tmp_path: Path, lns_server):
     done = loadgen(
         f"127.0.0.1:{lns_server.port}",
         "--tunnels", "2",
         "--sessions", "50",
         "--rate", "0",
-        "--secret", L2TP_SECRET,
+        "--secret", lns_server.secret,
         "--iccid-start", iccid(0),
         "--hello-interval", "0.01",
         "--timeout", "20",
@@ -63,13 +64,13 @@ def test_fifty_sessions_over_two_tunnels(tmp_path: Path, lns_server: LnsProcess)
     assert "Traceback" not in log
 
 
-def test_progress_summary_and_failures_by_reason(tmp_path: Path, lns_server: LnsProcess):
+def test_progress_summary_and_failures_by_reason(tmp_path: Path, lns_server):
     # The last two SIMs of the RADIUS users file, then three it does not know.
     done = loadgen(
         f"127.0.0.1:{lns_server.port}",
         "--sessions", "5",
         "--rate", "100",
-        "--secret", L2TP_SECRET,
+        "--secret", lns_server.secret,
         "--iccid-start", iccid(SIMS - 2),
         "--auth", "pap",
         "--timeout", "20",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from lns.l2tp.avp import ResultCode
-from lns.lacsim.lac import Lac, LacObserver, Phase, SimulatedCall, SimulatedTunnel
 from lns.ppp.frame import Protocol, encode_frame
-from tests.l2tp.harness import LAC_ADDRESS, SECRET, Network, make_endpoint
+from lns.testing.l2tp_network import LAC_ADDRESS, SECRET, Network, make_endpoint
+from lns.testing.lacsim.lac import Lac, LacObserver, Phase, SimulatedCall, SimulatedTunnel
 
 
 class Recorder(LacObserver):

@@ -6,7 +6,7 @@ import ipaddress
 import struct
 
 from lns.loadgen.ping import echo_request, internet_checksum, parse_echo_reply
-from tests.loadgen.fake_lns import echo_reply
+from lns.testing.fake_lns import echo_reply
 
 DEVICE = ipaddress.IPv4Address("100.64.1.7")
 TARGET = ipaddress.IPv4Address("198.51.100.1")

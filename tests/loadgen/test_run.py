@@ -1,4 +1,4 @@
-"""A whole load run against an LNS in memory (tests.loadgen.fake_lns), on a fake clock."""
+"""A whole load run against an LNS in memory (lns.testing.fake_lns), on a fake clock."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from lns.loadgen.options import LoadOptions, ProxyAuth, Teardown
 from lns.loadgen.progress import Progress
 from lns.loadgen.run import LoadRun
 from lns.loadgen.stats import RunStats
-from tests.l2tp.harness import SECRET
-from tests.loadgen.fake_lns import FakeLns, FakeReactor, pump
+from lns.testing.fake_lns import FakeLns, FakeReactor, pump
+from lns.testing.l2tp_network import SECRET
 
 SERVER = ipaddress.ip_address("192.0.2.1")
 BASE = LoadOptions(

@@ -46,7 +46,7 @@ from lns.ppp.automaton import (
     Verdict,
 )
 from lns.ppp.packet import Code, ControlPacket, Option
-from tests.ppp.test_automaton import Policy, ack_all, configure_request, mru, reply
+from lns.testing.ppp_automaton import Policy, ack_all, configure_request, mru, reply
 
 MAX_CONFIGURE = 10
 MAX_TERMINATE = 2

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from lns.lacsim.lac import LCP_ACFC, LCP_AUTH_CHAP_MD5, LCP_AUTH_PAP, LCP_MRU_1450, LCP_PFC
-from lns.lacsim.lac import lcp_magic as magic_bytes
 from lns.ppp.lcp import AuthProtocol, LcpOption, LcpPolicy, auth_protocol_of, judge_proxy_lcp
 from lns.ppp.packet import Option
+from lns.testing.lacsim.lac import LCP_ACFC, LCP_AUTH_CHAP_MD5, LCP_AUTH_PAP, LCP_MRU_1450, LCP_PFC
+from lns.testing.lacsim.lac import lcp_magic as magic_bytes
 
 MRU = LcpOption.MRU
 MAGIC = LcpOption.MAGIC_NUMBER

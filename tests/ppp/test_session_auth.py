@@ -16,8 +16,6 @@ import pytest
 from lns.l2tp.avp import AttributeType, MessageType, make
 from lns.l2tp.message import ControlMessage, decode_message, encode_message
 from lns.l2tp.proxy import ProxyAuth, ProxyAuthenType, ProxyLcp, proxy_auth_from
-from lns.lacsim.device import DeviceBehaviour
-from lns.lacsim.lac import LCP_AUTH_PAP, default_proxy_lcp
 from lns.ppp import chap, pap
 from lns.ppp.auth import AuthMethod, AuthRequest, AuthSource, Decision
 from lns.ppp.frame import Protocol
@@ -25,7 +23,9 @@ from lns.ppp.lcp import AuthProtocol, LcpOption
 from lns.ppp.packet import Code, decode_options
 from lns.ppp.session import PppSettings, SessionClosed
 from lns.ppp.termination import TerminateCause
-from tests.ppp.harness import (
+from lns.testing.lacsim.device import DeviceBehaviour
+from lns.testing.lacsim.lac import LCP_AUTH_PAP, default_proxy_lcp
+from lns.testing.ppp_link import (
     ASSIGNED,
     PASSWORD,
     Link,

@@ -11,14 +11,14 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from lns.lacsim.device import DeviceBehaviour
 from lns.ppp.auth import Decision
 from lns.ppp.frame import Protocol, encode_frame
 from lns.ppp.ipcp import IpcpOption
 from lns.ppp.packet import Code, ControlPacket, Option, decode_options
 from lns.ppp.session import AllocateAddress, Phase, PppSettings
 from lns.ppp.termination import TerminateCause
-from tests.ppp.harness import (
+from lns.testing.lacsim.device import DeviceBehaviour
+from lns.testing.ppp_link import (
     ASSIGNED,
     Link,
     packets,

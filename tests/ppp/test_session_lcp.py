@@ -12,14 +12,14 @@ import random
 import pytest
 
 from lns.l2tp.proxy import ProxyLcp
-from lns.lacsim.device import DeviceBehaviour
-from lns.lacsim.lac import LCP_ACFC, LCP_AUTH_CHAP_MD5, LCP_MRU_1450, LCP_PFC, lcp_magic
 from lns.ppp.frame import Protocol, encode_frame
 from lns.ppp.lcp import LcpOption
 from lns.ppp.packet import Code, ControlPacket, Option, decode_options, encode_options
 from lns.ppp.session import PppSettings, SendFrame, SessionClosed
 from lns.ppp.termination import TerminateCause
-from tests.ppp.harness import ASSIGNED, Link, packets, protocols, to_l2tp_proxy_auth
+from lns.testing.lacsim.device import DeviceBehaviour
+from lns.testing.lacsim.lac import LCP_ACFC, LCP_AUTH_CHAP_MD5, LCP_MRU_1450, LCP_PFC, lcp_magic
+from lns.testing.ppp_link import ASSIGNED, Link, packets, protocols, to_l2tp_proxy_auth
 
 OUR_MAGIC = 0x1A2B3C4D  # the LAC's Magic-Number towards the device: ours once adopted
 DEVICE_MAGIC = 0x55667788

@@ -13,7 +13,6 @@ import random
 import pytest
 
 from lns.l2tp.proxy import ProxyLcp
-from lns.lacsim.lac import LCP_AUTH_CHAP_MD5, LCP_MRU_1450, lcp_magic
 from lns.ppp.auth import CallContext, Decision
 from lns.ppp.frame import Protocol, encode_frame
 from lns.ppp.packet import Code, ControlPacket
@@ -28,7 +27,8 @@ from lns.ppp.session import (
     SessionClosed,
 )
 from lns.ppp.termination import TerminateCause
-from tests.ppp.harness import ASSIGNED, ICCID, Link, packets, protocols, to_l2tp_proxy_auth
+from lns.testing.lacsim.lac import LCP_AUTH_CHAP_MD5, LCP_MRU_1450, lcp_magic
+from lns.testing.ppp_link import ASSIGNED, ICCID, Link, packets, protocols, to_l2tp_proxy_auth
 
 DEVICE_LCP = bytes([1, 4, 0x01, 0x00]) + lcp_magic(0x600DF00D)  # the device's MRU: 256
 PROXY = ProxyLcp(DEVICE_LCP, LCP_MRU_1450 + LCP_AUTH_CHAP_MD5 + lcp_magic(0x0BADCAFE), DEVICE_LCP)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import random
 
 from lns.l2tp.proxy import ProxyLcp
-from lns.lacsim.device import DeviceBehaviour
-from lns.lacsim.lac import LCP_AUTH_CHAP_MD5, LCP_MRU_1450, lcp_magic
 from lns.ppp.auth import Decision
 from lns.ppp.frame import Protocol, encode_frame
 from lns.ppp.packet import Code, ControlPacket
 from lns.ppp.session import PppSettings
 from lns.ppp.termination import TerminateCause
-from tests.ppp.harness import ASSIGNED, Link, packets, protocols, to_l2tp_proxy_auth
+from lns.testing.lacsim.device import DeviceBehaviour
+from lns.testing.lacsim.lac import LCP_AUTH_CHAP_MD5, LCP_MRU_1450, lcp_magic
+from lns.testing.ppp_link import ASSIGNED, Link, packets, protocols, to_l2tp_proxy_auth
 
 OUR_MAGIC = 0x0BADCAFE
 DEVICE_LCP = LCP_MRU_1450 + lcp_magic(0x600DF00D)

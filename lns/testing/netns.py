@@ -7,9 +7,9 @@ even when the test fails (together with the processes started in it through
 `NetNs.popen`). Addresses used inside must be private ones (10/8, 100.64/10)
 that exist only in namespaces the test created.
 
-Tests take the `netns_factory` fixture, which skips with the reason when the
-machine cannot create namespaces (not root, no ``ip``), or fails instead when
-``LNS_REQUIRE_NETNS=1`` (set in CI, where a skip would hide a broken setup).
+Tests take the `netns_factory` fixture (tests/conftest.py), which skips with the
+reason when the machine cannot create namespaces (not root, no ``ip``), or fails
+instead when ``LNS_REQUIRE_NETNS=1`` (set in CI, where a skip would hide a broken setup).
 """
 
 from __future__ import annotations
@@ -20,11 +20,8 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
-
-import pytest
 
 PREFIX = "lnst-"
 COMMAND_TIMEOUT = 30.0
@@ -136,16 +133,6 @@ def can_create_namespaces() -> str | None:
     return None
 
 
-def require_namespaces() -> None:
-    """Skip the test when namespaces are unavailable, or fail with LNS_REQUIRE_NETNS=1."""
-    reason = can_create_namespaces()
-    if reason is None:
-        return
-    if os.environ.get("LNS_REQUIRE_NETNS") == "1":
-        pytest.fail(f"LNS_REQUIRE_NETNS=1 but {reason}")
-    pytest.skip(reason)
-
-
 def delete_stale_namespaces() -> None:
     """Remove namespaces left by test runs whose process has died (a killed pytest)."""
     for line in _ip("netns", "list", check=False).stdout.splitlines():
@@ -153,22 +140,3 @@ def delete_stale_namespaces() -> None:
         owner = re.fullmatch(rf"{PREFIX}(\d+)-\d+", name)
         if owner is not None and not os.path.exists(f"/proc/{owner.group(1)}"):
             _ip("netns", "delete", name, check=False)
-
-
-@pytest.fixture
-def netns_factory() -> Iterator[Callable[[], NetNs]]:
-    """``netns_factory()`` creates a namespace; all of them are deleted at teardown."""
-    require_namespaces()
-    delete_stale_namespaces()
-    created: list[NetNs] = []
-
-    def create() -> NetNs:
-        namespace = NetNs.create()
-        created.append(namespace)
-        return namespace
-
-    try:
-        yield create
-    finally:
-        for namespace in reversed(created):
-            namespace.delete()

@@ -33,7 +33,7 @@ from lns.ppp.session import (
     SendFrame,
     SessionClosed,
 )
-from tests.l2tp.harness import LAC_ADDRESS, make_endpoint
+from lns.testing.l2tp_network import LAC_ADDRESS, make_endpoint
 
 IPv4 = ipaddress.IPv4Address
 Key = tuple[int, int]

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["FreeRadius", "FreeRadiusError", "ensure_freeradius"]
+__all__ = ["FreeRadius", "FreeRadiusError", "detail_records", "ensure_freeradius", "records_of"]
 
 STOCK_CONFIG = Path("/etc/freeradius/3.0")
 READY = "Ready to process requests"
@@ -235,3 +235,26 @@ class FreeRadius:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+
+
+def detail_records(server: FreeRadius) -> list[dict[str, str]]:
+    """Every record of the server's accounting detail files, in the order written,
+    values unquoted."""
+    assert server.directory is not None, "the server is not running"
+    records = []
+    for path in sorted((server.directory / "log" / "radacct").glob("*/detail-*")):
+        for block in path.read_text().split("\n\n"):
+            lines = [line for line in block.splitlines() if line.strip()]
+            if not lines:
+                continue
+            record = {}
+            for line in lines[1:]:
+                name, _, value = line.strip().partition(" = ")
+                record[name] = value.strip('"')
+            records.append(record)
+    return records
+
+
+def records_of(server: FreeRadius, acct_session_id: str) -> list[dict[str, str]]:
+    """The detail records of one accounting session, in the order written."""
+    return [r for r in detail_records(server) if r.get("Acct-Session-Id") == acct_session_id]

@@ -1,4 +1,4 @@
-"""The server as a process, the way an operator starts it, run on this working tree."""
+"""The server as a process, the way an operator starts it, run on this source tree."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+# The directory holding the `lns` package this process runs: the working tree in
+# development (children must import it, not an installed copy), site-packages when
+# installed.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def twistd_command(config: Path, *twistd_options: str) -> list[str]:
@@ -25,5 +28,5 @@ def twistd_command(config: Path, *twistd_options: str) -> list[str]:
 
 
 def working_tree_env(**extra: str) -> dict[str, str]:
-    """The environment for a child that must import this working tree, not an install."""
-    return dict(os.environ, PYTHONPATH=str(REPO), **extra)
+    """The environment for a child that must import this source tree, not an install."""
+    return dict(os.environ, PYTHONPATH=str(SOURCE_ROOT), **extra)

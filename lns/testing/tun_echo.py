@@ -54,7 +54,7 @@ def internet_checksum(data: bytes) -> int:
     """RFC 1071: one's complement of the one's complement sum of 16-bit words."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -161,7 +161,7 @@ class Commands(LineReceiver):
         self.host = host
 
     def connectionMade(self) -> None:
-        self.sendLine(b"ready")
+        self.sendLine(b"ready")  # type: ignore[no-untyped-call]
 
     def lineReceived(self, line: bytes) -> None:
         command, _, argument = line.decode().strip().partition(" ")
@@ -169,7 +169,7 @@ class Commands(LineReceiver):
             answer = self.run(command, argument)
         except TunError as exc:
             answer = {"error": str(exc)}
-        self.sendLine(json.dumps(answer).encode())
+        self.sendLine(json.dumps(answer).encode())  # type: ignore[no-untyped-call]
 
     def run(self, command: str, argument: str) -> dict[str, Any]:
         host = self.host
@@ -231,7 +231,7 @@ def serve(options: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     device.start_reading()
-    stdio.StandardIO(Commands(host))
+    stdio.StandardIO(Commands(host))  # type: ignore[no-untyped-call]
     global_reactor.run()
     device.close()
     network.close()

@@ -24,8 +24,8 @@ from lns.l2tp.proxy import ProxyAuthenType
 from lns.l2tp.reliable import ReliableChannel, RetransmitPolicy, seq_distance
 from lns.l2tp.tunnel import PROTOCOL_VERSION_1_0, challenge_response
 from lns.l2tp.wire import MalformedPacket
-from lns.lacsim.device import Device
 from lns.ppp.frame import MalformedFrame, Protocol, decode_frame
+from lns.testing.lacsim.device import Device
 
 # LCP Configure-Request options (RFC 1661 section 6) as a LAC passes them on.
 LCP_MRU_1450 = bytes([1, 4, 0x05, 0xAA])

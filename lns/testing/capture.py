@@ -50,6 +50,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from lns.testing.processes import SOURCE_ROOT
+
 __all__ = [
     "Capture",
     "CaptureError",
@@ -312,8 +314,7 @@ def pcap_check_tool() -> Path:
     override = os.environ.get("LNS_PCAP_CHECK")
     if override:
         return Path(override)
-    repo_root = Path(__file__).resolve().parents[2]
-    return repo_root.parent / "shared" / "tools" / "pcap-check"
+    return SOURCE_ROOT.parent / "shared" / "tools" / "pcap-check"
 
 
 def pcap_check(

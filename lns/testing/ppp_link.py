@@ -9,10 +9,9 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Callable
+from typing import TypeVar
 
 from lns.l2tp.proxy import ProxyAuth, ProxyLcp
-from lns.lacsim.device import Device, DeviceBehaviour
-from lns.lacsim.lac import default_proxy_lcp, proxy_chap, proxy_pap
 from lns.ppp.auth import AuthRequest, CallContext, Decision
 from lns.ppp.frame import decode_frame
 from lns.ppp.packet import ControlPacket, decode_packet
@@ -27,6 +26,10 @@ from lns.ppp.session import (
     SessionClosed,
     SessionOpened,
 )
+from lns.testing.lacsim.device import Device, DeviceBehaviour
+from lns.testing.lacsim.lac import default_proxy_lcp, proxy_chap, proxy_pap
+
+_E = TypeVar("_E")
 
 ICCID = "8944110000000000013"
 PASSWORD = b"password"
@@ -143,7 +146,7 @@ class Link:
             self._deliver_to_lns(self.device.handle_timer(self.now))
         self.now = target
 
-    def of_type(self, kind: type) -> list:
+    def of_type(self, kind: type[_E]) -> list[_E]:
         return [e for e in self.effects if isinstance(e, kind)]
 
     @property

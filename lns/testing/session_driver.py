@@ -1,5 +1,5 @@
 """The LAC and its devices for the data-plane end-to-end test, run inside the test's LAC
-network namespace: ``ip netns exec NS python -m tests.dataplane.session_driver ARGS``.
+network namespace: ``ip netns exec NS python -m lns.testing.session_driver ARGS``.
 
 It brings up ``--sessions`` sessions (proxy CHAP, one ICCID each) over one tunnel, then
 has every session ping every ``--ping`` address with an ICMP echo request inside PPP and
@@ -25,11 +25,11 @@ from twisted.internet import defer, reactor, stdio, task
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from lns.adapters.lac_udp import LacClient
 from lns.dataplane import ipv4
-from lns.lacsim.device import Device, DeviceBehaviour
-from lns.lacsim.lac import Lac, SimulatedCall, default_proxy_lcp, proxy_chap
 from lns.ppp.frame import ip_packet
+from lns.testing.lac_client import LacClient
+from lns.testing.lacsim.device import Device, DeviceBehaviour
+from lns.testing.lacsim.lac import Lac, SimulatedCall, default_proxy_lcp, proxy_chap
 
 SPOOF_ID = 0x5F00
 SENTINEL_ID = 0x5E00
@@ -258,7 +258,7 @@ class Driver:
                 if not done.called:
                     done.callback(None)
 
-        stdio.StandardIO(Lines())
+        stdio.StandardIO(Lines())  # type: ignore[no-untyped-call]
         return done
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Callable
+from typing import TypeVar
 
 from lns.l2tp.effects import Effect
 from lns.l2tp.endpoint import LacMatch, LnsEndpoint
 from lns.l2tp.tunnel import LacPeer, TunnelSettings
-from lns.lacsim.lac import Lac
+from lns.testing.lacsim.lac import Lac
+
+_E = TypeVar("_E")
 
 LAC_ADDRESS = ("192.0.2.10", 1701)
 SECRET = b"tunnel-secret"
@@ -87,5 +90,5 @@ class Network:
         self.now = target
         self.flush()
 
-    def of_type(self, kind: type) -> list:
+    def of_type(self, kind: type[_E]) -> list[_E]:
         return [e for e in self.effects if isinstance(e, kind)]

@@ -1,6 +1,6 @@
-"""The LAC simulator (:mod:`lns.lacsim.lac`) on a real UDP socket and the reactor's clock.
+"""The LAC simulator (:mod:`lns.testing.lacsim.lac`) on a real UDP socket and the reactor's clock.
 
-Tests and the load generator drive a :class:`~lns.lacsim.lac.Lac` through
+Tests and the load generator drive a :class:`~lns.testing.lacsim.lac.Lac` through
 this: after every action call :meth:`LacClient.flush`; :meth:`LacClient.until`
 returns a Deferred that fires once a condition on the simulator holds
 (checked after every datagram and timer), so nothing sleeps.
@@ -15,8 +15,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 
-from lns.lacsim.lac import Lac
 from lns.runtime import DeadlineTimer
+from lns.testing.lacsim.lac import Lac
 
 
 class ConditionTimeout(Exception):

@@ -1,12 +1,12 @@
 """What the comparison benchmarks share: lns or l2tpns in a network namespace of its own.
 
-Not run directly; benchmarks/setup_storm.py, memory.py and dataplane.py import it.
+Not run directly: benchmarks/setup_storm.py, memory.py and dataplane.py import it.
 
 Each server runs in a namespace created for it, with everything it needs inside:
 
-* FreeRADIUS (tests/aaa/freeradius.py) on the namespace's loopback (ports 1812/1813),
+* FreeRADIUS (lns.testing.freeradius) on the namespace's loopback (ports 1812/1813),
   started through a wrapper script that runs it under ``ip netns exec`` (the pattern of
-  tests/dataplane/site.py), with one user per SIM: ``ICCID Cleartext-Password := PASSWORD``
+  lns.testing.dataplane_site), with one user per SIM: ``ICCID Cleartext-Password := PASSWORD``
   (the password is the ICCID unless told otherwise, as lns-loadgen's default);
 * lns: ``twistd -n lns --config`` with a TUN device, RADIUS CHAP (the LAC's proxy CHAP)
   and an SQLite file or a PostgreSQL database of its own (created here, dropped at the
@@ -45,14 +45,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from lns.cli import main as lns_admin  # noqa: E402
-from tests.aaa.freeradius import FreeRadius, ensure_freeradius  # noqa: E402
-from tests.netns import NetNs, can_create_namespaces, unique_name  # noqa: E402
-from tests.processes import twistd_command, working_tree_env  # noqa: E402
+from lns.cli import main as lns_admin
+from lns.testing.freeradius import FreeRadius, ensure_freeradius
+from lns.testing.netns import NetNs, can_create_namespaces, unique_name
+from lns.testing.processes import SOURCE_ROOT, twistd_command, working_tree_env
 
 L2TP_SECRET = "bench-l2tp-secret"
 RADIUS_SECRET = "bench-radius-secret"
@@ -509,7 +505,7 @@ class Loadgen:
         self.command[-1] = str(self.json_path)
         self.process = namespace.popen(
             *self.command,
-            cwd=REPO,
+            cwd=SOURCE_ROOT,
             env=working_tree_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -641,14 +637,14 @@ def summarise(
 
 
 def build_l2tpns_site(create_namespace: Callable[[], NetNs], directory: Path, sessions: int) -> Any:
-    """tests/dataplane/site.py's site (LAC, server and host namespaces, the same addresses,
+    """lns.testing.dataplane_site's site (LAC, server and host namespaces, the same addresses,
     users and pool) with l2tpns in the server's place: bound to the LAC-facing address,
     its TUN device named like lns's, FreeRADIUS on its loopback.
 
     The caller owns ``site.cleanup`` (FreeRADIUS, l2tpns, /etc/netns/NAMESPACE).
     """
-    from tests.dataplane import site as dataplane
-    from tests.netns import veth
+    from lns.testing import dataplane_site as dataplane
+    from lns.testing.netns import veth
 
     lac, lns, host = create_namespace(), create_namespace(), create_namespace()
     site = dataplane.Site(lac, lns, host, directory)

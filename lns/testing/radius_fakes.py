@@ -10,7 +10,7 @@ from typing import Any
 
 from pyrad import packet as pyrad_packet
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IListeningPort, IReactorUDP
+from twisted.internet.interfaces import IListeningPort, IReactorUDP, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from zope.interface import implementer
@@ -25,7 +25,7 @@ class Sent:
     address: tuple[str, int]
 
 
-@implementer(IListeningPort)
+@implementer(IListeningPort, IUDPTransport)
 class FakeUdpPort:
     def __init__(self, reactor: FakeUdpReactor, protocol: DatagramProtocol, number: int) -> None:
         self.reactor = reactor
@@ -33,9 +33,19 @@ class FakeUdpPort:
         self.number = number
         self.closed = False
 
-    def write(self, data: bytes, address: tuple[str, int]) -> None:
+    def write(self, data: bytes, address: tuple[str, int] | None = None) -> None:
         assert not self.closed, "write on a closed port"
+        assert address is not None, "the fake port is never connected: name the address"
         self.reactor.sent.append(Sent(self, data, address))
+
+    def connect(self, host: str, port: int) -> None:
+        raise NotImplementedError("the fake port is never connected")
+
+    def setBroadcastAllowed(self, enabled: bool) -> None:
+        raise NotImplementedError("no broadcast on the fake port")
+
+    def getBroadcastAllowed(self) -> bool:
+        return False
 
     def deliver(self, data: bytes, source: tuple[str, int]) -> None:
         self.protocol.datagramReceived(data, source)
@@ -45,7 +55,7 @@ class FakeUdpPort:
 
     def stopListening(self) -> None:
         self.closed = True
-        self.protocol.doStop()
+        self.protocol.doStop()  # type: ignore[no-untyped-call]
 
     def getHost(self) -> IPv4Address:
         return IPv4Address("UDP", "127.0.0.1", self.number)

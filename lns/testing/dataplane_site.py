@@ -23,14 +23,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lns.cli import main as lns_admin
-from tests.aaa.freeradius import FreeRadius
-from tests.netns import NetNs, veth
-from tests.processes import twistd_command, working_tree_env
+from lns.testing.freeradius import FreeRadius
+from lns.testing.netns import NetNs, veth
+from lns.testing.processes import SOURCE_ROOT, twistd_command, working_tree_env
 
-REPO = Path(__file__).resolve().parents[2]
 L2TP_SECRET = "dataplane-l2tp-secret"
 RADIUS_SECRET = "dataplane-radius-secret"
 PASSWORD = "pw-dataplane"
@@ -47,6 +46,12 @@ RADIUS_PORTS = (18120, 18130)
 
 class SiteError(RuntimeError):
     """A process of the site did not do what was expected in time."""
+
+
+class ServerLog(Protocol):
+    """What `Site.stop_server` reads from the server: everything it wrote until it ended."""
+
+    def rest(self, timeout: float = 30.0) -> str: ...
 
 
 class Lines:
@@ -150,7 +155,7 @@ class Site:
     host: NetNs
     directory: Path
     server: subprocess.Popen[str] | None = None
-    log: Lines | None = None
+    log: ServerLog | None = None
     radius: FreeRadius | None = None
     cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -166,11 +171,11 @@ class Site:
         return self.log.rest()
 
     def drive(self, sessions: int, *extra: str) -> tuple[subprocess.Popen[str], Lines]:
-        """The LAC and its devices (tests/dataplane/session_driver.py) in the LAC namespace."""
+        """The LAC and its devices (lns.testing.session_driver) in the LAC namespace."""
         driver = self.lac.popen(
             sys.executable,
             "-m",
-            "tests.dataplane.session_driver",
+            "lns.testing.session_driver",
             "--server",
             f"{LNS_ADDRESS}:1701",
             "--local",
@@ -186,7 +191,7 @@ class Site:
             "--mru",
             str(MRU),
             *extra,
-            cwd=REPO,
+            cwd=SOURCE_ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
