@@ -3,7 +3,8 @@ fake clock: Event-Timestamp window, requests remembered by content (not by sourc
 port), Message-Authenticator and Event-Timestamp required.
 
 The server is the real `DynamicAuthorizationServer` on an in-memory UDP port of a
-`task.Clock` (tests/aaa/fakes.py); the sessions are test_dae's `FakeDirectory`.
+`task.Clock` (lns.testing.radius_fakes); the sessions are a `FakeDirectory`
+(lns.testing.dynauth).
 Requests are built with aaa/radius/packet.py and replies checked with the client
 side's own verification (`check_reply`).
 """
@@ -19,8 +20,8 @@ from aaa.radius import packet
 from aaa.radius.dae import DynamicAuthorizationServer
 from aaa.radius.packet import Code, ErrorCause
 from lns.config import DynauthClient, Secret
-from tests.aaa.fakes import FakeUdpReactor
-from tests.aaa.test_dae import SECRET, check_reply, make_directory
+from lns.testing.dynauth import SECRET, check_reply, make_directory
+from lns.testing.radius_fakes import FakeUdpReactor
 
 NOW = 1_796_000_000.0  # a Unix time in 2026: the clock's start
 WINDOW = 300.0
