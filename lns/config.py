@@ -115,6 +115,8 @@ class LacConfig:
     secret: Secret | None
     hostname: str | None
     authenticate: bool
+    max_tunnels: int = 256
+    max_tunnels_setting_up: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,9 @@ class L2tpSection:
     retransmit_cap: float = 8.0
     retransmit_max: int = 5
     hide_avps: bool = False
+    max_tunnels: int = 1024
+    max_tunnels_setting_up: int = 256
+    max_connecting_calls: int = 1024
     lacs: tuple[LacConfig, ...] = ()
 
 
@@ -598,6 +603,8 @@ _LAC = _Spec(
         "secret": _Key(_secret, default=None),
         "hostname": _Key(_string, default=None),
         "authenticate": _Key(_boolean, default=True),
+        "max_tunnels": _Key(_integer(1, 65535)),
+        "max_tunnels_setting_up": _Key(_integer(1, 65535)),
     },
     label_key="name",
     finish=_finish_lac,
@@ -615,6 +622,9 @@ _L2TP = _Spec(
         "retransmit_cap": _Key(_POSITIVE),
         "retransmit_max": _Key(_integer(1)),
         "hide_avps": _Key(_boolean),
+        "max_tunnels": _Key(_integer(1, 65535)),
+        "max_tunnels_setting_up": _Key(_integer(1, 65535)),
+        "max_connecting_calls": _Key(_integer(1, 65535)),
         "lac": _Sub(_LAC, attr="lacs", array=True, unique="name"),
     },
     finish=_finish_l2tp,

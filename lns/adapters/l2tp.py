@@ -3,6 +3,9 @@
 Feeds it datagrams and reactor time, sends what it returns, keeps one timer
 at its next deadline, logs one line per tunnel and session event, and hands
 calls and PPP frames to the layer above through :class:`CallHandler`.
+Every line that a peer's datagrams can cause at will (drops, refusals, tunnels
+and calls that never came up) goes through a per-kind :class:`RateLimit`, and
+says how many of its kind were not logged.
 On stop it sends StopCCN to every LAC and waits (bounded) for the acks
 before it closes the socket.
 """
@@ -79,7 +82,7 @@ class L2tpService(service.Service):
         self.shutdown_grace = shutdown_grace
         self.port: PktinfoUdpPort | None = None
         self._timer = DeadlineTimer(self.reactor, self._on_timer)
-        self._drop_log = RateLimit()
+        self._limits: dict[str, RateLimit] = {}
         self._all_acked: defer.Deferred[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------
@@ -178,6 +181,13 @@ class L2tpService(service.Service):
             elif isinstance(effect, PppFrameReceived):
                 self.calls.ppp_frame_received(effect.tunnel_id, effect.session_id, effect.frame)
 
+    def _limited(self, kind: str) -> RateLimit | None:
+        """The limit for one kind of peer-driven line; None when this one is over it."""
+        limit = self._limits.get(kind)
+        if limit is None:
+            limit = self._limits[kind] = RateLimit()
+        return limit if limit.allow(self.reactor.seconds()) else None
+
     def _log(self, effect: Effect) -> None:
         if isinstance(effect, TunnelEstablished):
             self.log.info(
@@ -191,13 +201,26 @@ class L2tpService(service.Service):
                 peer_tunnel=effect.peer_tunnel_id,
             )
         elif isinstance(effect, TunnelRefused):
-            self.log.warn(
-                "tunnel refused from {peer_host}:{peer_port} (host name {host!r}): {reason}",
-                peer_host=effect.peer[0],
-                peer_port=effect.peer[1],
-                host=effect.peer_hostname,
-                reason=effect.reason,
-            )
+            if (limit := self._limited("tunnel refused")) is not None:
+                self.log.warn(
+                    "tunnel refused from {peer_host}:{peer_port} (host name {host!r}): {reason}"
+                    " [{suppressed} more not logged]",
+                    peer_host=effect.peer[0],
+                    peer_port=effect.peer[1],
+                    host=effect.peer_hostname,
+                    reason=effect.reason,
+                    suppressed=limit.suppressed,
+                )
+        elif isinstance(effect, TunnelClosed) and not effect.was_established:
+            if (limit := self._limited("tunnel not established")) is not None:
+                self.log.warn(
+                    "tunnel {tunnel} from LAC {lac} not established: {reason}"
+                    " [{suppressed} more not logged]",
+                    lac=effect.lac_name,
+                    tunnel=effect.tunnel_id,
+                    reason=effect.reason,
+                    suppressed=limit.suppressed,
+                )
         elif isinstance(effect, TunnelClosed):
             self.log.info(
                 "tunnel down: LAC {lac}, tunnel {tunnel}, {side}: {reason}",
@@ -219,6 +242,17 @@ class L2tpService(service.Service):
                 proxy_lcp="yes" if call.proxy_lcp is not None else "no",
                 auth=auth,
             )
+        elif isinstance(effect, CallCleared) and not effect.was_established:
+            if (limit := self._limited("call not connected")) is not None:
+                self.log.info(
+                    "call down before it was connected: ICCID {iccid}, tunnel {tunnel} "
+                    "session {session}: {reason} [{suppressed} more not logged]",
+                    iccid=effect.iccid,
+                    tunnel=effect.tunnel_id,
+                    session=effect.session_id,
+                    reason=effect.reason,
+                    suppressed=limit.suppressed,
+                )
         elif isinstance(effect, CallCleared):
             self.log.info(
                 "call down: ICCID {iccid}, tunnel {tunnel} session {session}: {reason}",
@@ -228,13 +262,16 @@ class L2tpService(service.Service):
                 reason=effect.reason,
             )
         elif isinstance(effect, CallRefused):
-            self.log.warn(
-                "call refused: calling number {calling!r}, tunnel {tunnel}: {reason}",
-                calling=effect.calling_number,
-                tunnel=effect.tunnel_id,
-                reason=effect.result.message,
-            )
-        elif isinstance(effect, PacketDropped) and self._drop_log.allow(self.reactor.seconds()):
+            if (limit := self._limited("call refused")) is not None:
+                self.log.warn(
+                    "call refused: calling number {calling!r}, tunnel {tunnel}: {reason}"
+                    " [{suppressed} more not logged]",
+                    calling=effect.calling_number,
+                    tunnel=effect.tunnel_id,
+                    reason=effect.result.message,
+                    suppressed=limit.suppressed,
+                )
+        elif isinstance(effect, PacketDropped) and (limit := self._limited("dropped")):
             self.log.warn(
                 "dropped a packet from {peer_host}:{peer_port} ({counter}): {reason}"
                 " [{suppressed} more not logged]",
@@ -242,5 +279,5 @@ class L2tpService(service.Service):
                 peer_port=effect.peer[1],
                 counter=effect.counter,
                 reason=effect.reason,
-                suppressed=self._drop_log.suppressed,
+                suppressed=limit.suppressed,
             )

@@ -37,6 +37,9 @@ def tunnel_settings(config: Config) -> TunnelSettings:
             l2tp.retransmit_initial, l2tp.retransmit_cap, l2tp.retransmit_max
         ),
         hide_avps=l2tp.hide_avps,
+        max_tunnels=l2tp.max_tunnels,
+        max_tunnels_setting_up=l2tp.max_tunnels_setting_up,
+        max_connecting_calls=l2tp.max_connecting_calls,
     )
 
 
@@ -64,6 +67,8 @@ def lac_matches(config: Config) -> list[LacMatch]:
                 secret=lac.secret.value if lac.secret is not None else None,
                 authenticate=lac.authenticate,
                 hostname=lac.hostname,
+                max_tunnels=lac.max_tunnels,
+                max_tunnels_setting_up=lac.max_tunnels_setting_up,
             ),
         )
         for lac in config.l2tp.lacs

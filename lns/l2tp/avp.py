@@ -136,6 +136,10 @@ class Avp:
     # Reserved header bits as received; when any is set the AVP is unrecognized
     # (RFC 2661 section 4.1) and its value is kept raw, as it came.
     reserved_bits: int = 0
+    # Why a known attribute's value could not be decoded (wrong length for its
+    # kind); the value is then kept raw, and the message is answered with a
+    # StopCCN or CDN (lns.l2tp.control) instead of being dropped unacknowledged.
+    problem: str = ""
 
 
 # --- value kinds --------------------------------------------------------------

@@ -37,6 +37,9 @@ class TunnelClosed:
     lac_name: str
     reason: str
     by_peer: bool
+    # False for a tunnel that never got past its SCCRQ: its peer may be anyone who
+    # can send from a LAC's addresses, so its end is logged rate-limited.
+    was_established: bool = True
 
 
 @dataclass(frozen=True, slots=True)

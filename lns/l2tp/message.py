@@ -51,6 +51,10 @@ class ControlMessage:
     def has(self, attribute: AttributeType) -> bool:
         return any(avp.attribute == attribute and avp.vendor == 0 for avp in self.avps)
 
+    def invalid(self) -> tuple[Avp, ...]:
+        """Known AVPs whose value did not fit the attribute's kind."""
+        return tuple(avp for avp in self.avps if avp.problem)
+
     def unknown_mandatory(self) -> tuple[Avp, ...]:
         """AVPs with the M bit set that we do not understand (RFC 2661 section 4.1)."""
         return tuple(
@@ -60,13 +64,26 @@ class ControlMessage:
         )
 
 
-def decode_message(payload: bytes, secret: bytes | None = None) -> ControlMessage:
-    """Decode the AVPs of a control message; ``secret`` unhides hidden AVPs."""
+def decode_message(
+    payload: bytes, secret: bytes | None = None, max_avps: int | None = None
+) -> ControlMessage:
+    """Decode the AVPs of a control message; ``secret`` unhides hidden AVPs.
+
+    ``max_avps`` bounds the work done for a peer that has not proven it holds the
+    secret: a message with more AVPs is refused before the rest is read.
+    A known attribute whose value does not fit its kind is kept raw with its
+    ``problem`` set: the framing is sound, so the message is still sequenced and
+    answered (lns.l2tp.control turns it into a typed error).
+    """
     reader = Reader(payload)
     avps: list[Avp] = []
     vector: bytes | None = None
     message_type: int | None = None
+    count = 0
     while reader.remaining:
+        count += 1
+        if max_avps is not None and count > max_avps:
+            raise MalformedPacket(f"more than {max_avps} AVPs")
         bits = reader.u16("AVP header")
         length = bits & LENGTH_MASK
         if length < AVP_HEADER_LENGTH:
@@ -107,9 +124,12 @@ def decode_message(payload: bytes, secret: bytes | None = None) -> ControlMessag
             assert isinstance(random_vector, bytes)
             vector = random_vector
             continue
-        avps.append(
-            Avp(attribute, decode_value(vendor, attribute, raw), mandatory, is_hidden, vendor)
-        )
+        try:
+            value = decode_value(vendor, attribute, raw)
+        except MalformedPacket as exc:
+            avps.append(Avp(attribute, raw, mandatory, is_hidden, vendor, problem=str(exc)))
+            continue
+        avps.append(Avp(attribute, value, mandatory, is_hidden, vendor))
     if message_type is None:
         raise MalformedPacket("control message without AVPs")
     known: MessageType | int = (
@@ -143,7 +163,12 @@ def encode_message(
             bits |= (H_BIT if avp.hidden else 0) | (avp.reserved_bits & RESERVED_MASK)
             parts.append(_avp_bytes(bits, avp.vendor, avp.attribute, avp.value))
             continue
-        value = encode_value(avp)
+        if avp.problem:
+            if not isinstance(avp.value, bytes):
+                raise TypeError("an AVP with a problem keeps its value as bytes")
+            value = avp.value
+        else:
+            value = encode_value(avp)
         if avp.hidden:
             spec = spec_for(avp.vendor, avp.attribute)
             if spec is not None and not spec.may_hide:
@@ -157,3 +182,35 @@ def encode_message(
             bits |= H_BIT
         parts.append(_avp_bytes(bits, avp.vendor, avp.attribute, value))
     return b"".join(parts)
+
+
+def peek(payload: bytes, wanted: frozenset[int], max_avps: int) -> tuple[int, dict[int, bytes]]:
+    """The Message Type and the raw values of the ``wanted`` plain IETF AVPs, unchecked.
+
+    A bounded look at the AVP headers (at most ``max_avps`` of them), for answering
+    a peer without decoding its message: a StopCCN to an address no LAC entry
+    allows, or to a tunnel this node does not know, needs only the peer's tunnel
+    ID. Hidden values are skipped; the first occurrence of an attribute wins.
+    """
+    reader = Reader(payload)
+    found: dict[int, bytes] = {}
+    message_type: int | None = None
+    for _ in range(max_avps):
+        if not reader.remaining:
+            break
+        bits = reader.u16("AVP header")
+        length = bits & LENGTH_MASK
+        if length < AVP_HEADER_LENGTH:
+            raise MalformedPacket(f"AVP length {length} is below the minimum of 6")
+        vendor = reader.u16("AVP vendor")
+        attribute = reader.u16("AVP attribute")
+        raw = reader.take(length - AVP_HEADER_LENGTH, "AVP value")
+        if message_type is None:
+            if vendor or attribute != AttributeType.MESSAGE_TYPE or bits & H_BIT or len(raw) != 2:
+                raise MalformedPacket("the first AVP is not a plain Message Type")
+            message_type = int.from_bytes(raw, "big")
+        elif vendor == 0 and not bits & (H_BIT | RESERVED_MASK) and attribute in wanted:
+            found.setdefault(attribute, raw)
+    if message_type is None:
+        raise MalformedPacket("control message without AVPs")
+    return message_type, found

@@ -10,8 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from lns.l2tp.avp import AttributeType
-from lns.l2tp.message import ControlMessage
+from lns.l2tp.control import Iccn
 
 
 class ProxyAuthenType(enum.IntEnum):
@@ -45,35 +44,30 @@ class ProxyAuth:
     response: bytes
 
 
-def _octets(message: ControlMessage, attribute: AttributeType) -> bytes | None:
-    value = message.get(attribute)
-    return value if isinstance(value, bytes) else None
-
-
-def proxy_lcp_from(message: ControlMessage) -> ProxyLcp | None:
+def proxy_lcp_from(iccn: Iccn) -> ProxyLcp | None:
     """The proxy LCP AVPs (26-28) of an ICCN, or None when the LAC sent none."""
     lcp = ProxyLcp(
-        _octets(message, AttributeType.INITIAL_RECEIVED_LCP_CONFREQ),
-        _octets(message, AttributeType.LAST_SENT_LCP_CONFREQ),
-        _octets(message, AttributeType.LAST_RECEIVED_LCP_CONFREQ),
+        iccn.initial_received_lcp_confreq,
+        iccn.last_sent_lcp_confreq,
+        iccn.last_received_lcp_confreq,
     )
     if lcp.initial_received is None and lcp.last_sent is None and lcp.last_received is None:
         return None
     return lcp
 
 
-def proxy_auth_from(message: ControlMessage) -> ProxyAuth | None:
+def proxy_auth_from(iccn: Iccn) -> ProxyAuth | None:
     """The proxy authentication AVPs (29-33) of an ICCN, or None without a Proxy Authen Type."""
-    authen_type = message.get(AttributeType.PROXY_AUTHEN_TYPE)
-    if not isinstance(authen_type, int):
+    authen_type = iccn.proxy_authen_type
+    if authen_type is None:
         return None
-    chap_id = message.get(AttributeType.PROXY_AUTHEN_ID)
     known = ProxyAuthenType._value2member_map_.get(authen_type)
+    chap_id = iccn.proxy_authen_id
     return ProxyAuth(
         authen_type=ProxyAuthenType(authen_type) if known is not None else authen_type,
-        name=_octets(message, AttributeType.PROXY_AUTHEN_NAME) or b"",
-        challenge=_octets(message, AttributeType.PROXY_AUTHEN_CHALLENGE) or b"",
+        name=iccn.proxy_authen_name or b"",
+        challenge=iccn.proxy_authen_challenge or b"",
         # The ID travels in two octets with the CHAP identifier in the low one.
-        chap_id=chap_id & 0xFF if isinstance(chap_id, int) else None,
-        response=_octets(message, AttributeType.PROXY_AUTHEN_RESPONSE) or b"",
+        chap_id=chap_id & 0xFF if chap_id is not None else None,
+        response=iccn.proxy_authen_response or b"",
     )

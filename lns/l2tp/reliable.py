@@ -8,6 +8,13 @@ acknowledges: piggybacked on our next message when there is one, else with a
 ZLB after a short hold-off (well under the peer's 1 s retransmission timer,
 so the LAC never has to retransmit for want of an ack).
 
+Until the peer has shown that it receives what we send (section 5.8: it
+acknowledged a message of ours) the channel is ``passive``: it retransmits
+only when the peer retransmits (a duplicate arrives), never on its own timer,
+so a spoofed SCCRQ draws one answer per datagram sent and no more (the timer
+still counts the retransmissions it would have made, so a peer that never
+answers fails the channel as usual).
+
 I/O-free: time comes in as ``now`` (seconds, any monotonic origin).
 """
 
@@ -82,7 +89,9 @@ class ReliableChannel(Generic[Received]):
         self.next_ns = 0  # Ns of the next message we send
         self.next_nr = 0  # Ns we expect next from the peer (our Nr)
         self.failed = False  # a message went unacknowledged after every retransmission
+        self.passive = False  # retransmit only when the peer does (see the module docstring)
         self.duplicates = 0
+        self.acknowledged = 0  # our messages the peer acknowledged, all told
         self.out_of_window = 0
         self.retransmissions = 0
         self._pending: deque[tuple[int, bytes]] = deque()
@@ -102,6 +111,10 @@ class ReliableChannel(Generic[Received]):
             # Our ack was lost: acknowledge again at once so the peer stops resending.
             self.duplicates += 1
             self._ack_due = now
+            if self.passive:
+                # The peer resends, so it may have lost ours too: answer in kind.
+                for flight in self._in_flight:
+                    flight.resend = True
             return []
         if ahead >= self.receive_window:
             self.out_of_window += 1
@@ -123,6 +136,7 @@ class ReliableChannel(Generic[Received]):
     def _acknowledged(self, nr: int) -> None:
         while self._in_flight and seq_distance(nr, self._in_flight[0].ns) > 0:
             self._in_flight.popleft()
+            self.acknowledged += 1
 
     def _schedule_ack(self, now: float) -> None:
         due = now + self.ack_delay
@@ -170,9 +184,10 @@ class ReliableChannel(Generic[Received]):
                 self.failed = True
                 return
             flight.retransmissions += 1
-            self.retransmissions += 1
             flight.deadline = now + self.policy.timeout(flight.retransmissions)
-            flight.resend = True
+            if not self.passive:
+                self.retransmissions += 1
+                flight.resend = True
 
     def get_timer(self) -> float | None:
         """The next instant handle_timer or datagrams_to_send has work to do."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from lns.l2tp.avp import Accm, AttributeType, CallErrors
+from lns.l2tp.avp import Accm, CallErrors
+from lns.l2tp.control import Iccn
 from lns.l2tp.header import encode_data
-from lns.l2tp.message import ControlMessage
 from lns.l2tp.proxy import ProxyAuth, ProxyLcp, proxy_auth_from, proxy_lcp_from
 from lns.l2tp.reliable import SEQUENCE_MODULUS
 
@@ -22,11 +22,6 @@ class CallState(enum.Enum):
     WAIT_CONNECT = "wait-connect"  # ICRP sent, waiting for ICCN
     ESTABLISHED = "established"
     CLOSED = "closed"
-
-
-def _int_or_none(message: ControlMessage, attribute: AttributeType) -> int | None:
-    value = message.get(attribute)
-    return value if isinstance(value, int) else None
 
 
 @dataclass(slots=True, eq=False)
@@ -55,13 +50,13 @@ class IncomingCall:
     octets_out: int = 0
     _data_ns: int = 0
 
-    def connect(self, iccn: ControlMessage) -> None:
+    def connect(self, iccn: Iccn) -> None:
         """Adopt the ICCN: framing, speeds, sequencing and the proxy AVPs for the PPP layer."""
         self.state = CallState.ESTABLISHED
-        self.framing_type = _int_or_none(iccn, AttributeType.FRAMING_TYPE)
-        self.tx_connect_speed = _int_or_none(iccn, AttributeType.TX_CONNECT_SPEED)
-        self.rx_connect_speed = _int_or_none(iccn, AttributeType.RX_CONNECT_SPEED)
-        self.sequencing_required = iccn.has(AttributeType.SEQUENCING_REQUIRED)
+        self.framing_type = iccn.framing_type
+        self.tx_connect_speed = iccn.tx_connect_speed
+        self.rx_connect_speed = iccn.rx_connect_speed
+        self.sequencing_required = iccn.sequencing_required
         self.proxy_lcp = proxy_lcp_from(iccn)
         self.proxy_auth = proxy_auth_from(iccn)
 

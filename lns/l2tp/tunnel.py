@@ -6,7 +6,22 @@ for SCCCN), HELLO keepalive (section 6.5), StopCCN both ways, and the incoming
 calls it carries (ICRQ/ICRP/ICCN/CDN, WEN, SLI; OCRQ refused: we are an LNS).
 
 Which handler runs is data: :data:`_TUNNEL_TRANSITIONS` maps (state, message
-type) to a handler; a pair missing from it is a finite-state-machine error.
+record) to a handler; a pair missing from it is a finite-state-machine error.
+Messages arrive typed (:mod:`lns.l2tp.control`); one that is unusable is
+answered with a CDN when it belongs to a call (section 4.1), else a StopCCN.
+
+An SCCRQ needs no secret and its source address may be forged, so until the
+LAC proves the secret (a valid SCCCN) the tunnel is held short: it is gone if
+not established within the retransmission budget, and its messages are held
+to a size and AVP count. Until the peer shows that it receives what we send
+to its address (it acknowledges our SCCRP, whose Tunnel ID it cannot guess),
+our channel retransmits only when the peer does, and we never send it more
+bytes than it sent us: the rest is withheld, as if lost, and the peer's own
+retransmission earns it (no reflection, no amplification). AVPs are hidden
+only once the tunnel is established: what goes before (identifiers, our
+challenge, the MD5 response) holds nothing the hiding protects, and plain it
+stays small. Once established, each tunnel bounds its calls waiting for an
+ICCN and the messages it queues for a peer that does not acknowledge them.
 I/O-free: ``now`` is a number, output is pulled with ``datagrams_to_send``.
 """
 
@@ -18,18 +33,30 @@ import hmac
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lns.deadlines import Deadlines
 from lns.iccid import InvalidIccid, parse_iccid
-from lns.l2tp.avp import (
-    AVP_TABLE,
-    Accm,
-    AttributeType,
-    Avp,
-    CallErrors,
-    MessageType,
-    ResultCode,
-    make,
+from lns.l2tp import ids
+from lns.l2tp.avp import AttributeType, MessageType, ResultCode
+from lns.l2tp.control import (
+    CALL_MESSAGES,
+    Cdn,
+    Hello,
+    Iccn,
+    Icrp,
+    Icrq,
+    Ocrq,
+    Scccn,
+    Sccrp,
+    Sccrq,
+    Sli,
+    StopCcn,
+    TypedMessage,
+    UnusableMessage,
+    Wen,
+    parse,
+    to_message,
 )
 from lns.l2tp.effects import (
     CallCleared,
@@ -40,8 +67,8 @@ from lns.l2tp.effects import (
     TunnelClosed,
     TunnelEstablished,
 )
-from lns.l2tp.header import ControlPacket, encode_control
-from lns.l2tp.message import ControlMessage, decode_message, encode_message
+from lns.l2tp.header import CONTROL_HEADER_LENGTH, ControlPacket, encode_control
+from lns.l2tp.message import decode_message, encode_message
 from lns.l2tp.reliable import ReliableChannel, RetransmitPolicy
 from lns.l2tp.result import CdnResult, GeneralError, StopCcnResult
 from lns.l2tp.session import CallState, IncomingCall
@@ -52,6 +79,9 @@ FRAMING_SYNC_ASYNC = 0x3
 CHALLENGE_LENGTH = 16
 SCCRP_RESPONSE_TYPE = 2
 SCCCN_RESPONSE_TYPE = 3
+
+# A message as the channel delivers it: typed, or the reason it cannot be used.
+Incoming = TypedMessage | UnusableMessage
 
 
 def challenge_response(message_type: int, secret: bytes, challenge: bytes) -> bytes:
@@ -69,7 +99,7 @@ class TunnelState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class TunnelSettings:
-    """The LNS side's parameters, from ``[l2tp]``."""
+    """The LNS side's parameters, from ``[l2tp]`` (the node-wide limits are the endpoint's)."""
 
     hostname: str = "lns"
     hello_interval: float = 60.0
@@ -80,11 +110,32 @@ class TunnelSettings:
     # After a StopCCN, state is kept this long to acknowledge retransmissions of
     # it: the whole default retransmission schedule (1+2+4+8+8+8 s).
     linger: float = 31.0
-    vendor_name: str = "lns"
-    firmware_revision: int = 0x0100
     max_calls: int = 65535
     # A call answered with ICRP but never connected by an ICCN is cleared after this.
     connect_timeout: float = 30.0
+    # Calls answered with ICRP and waiting for their ICCN; an ICRQ beyond gets a CDN.
+    # Above a LAC's setup burst (a load generator's default concurrency is 1000).
+    max_connecting_calls: int = 1024
+    # Our messages waiting for the peer's acknowledgement; beyond this, the peer's
+    # new messages are not taken (nor acknowledged) until it acknowledges ours.
+    max_queued: int = 1024
+    # --- node-wide, read by the endpoint ---
+    max_tunnels: int = 1024  # tunnels in memory, any state
+    max_tunnels_setting_up: int = 256  # tunnels not established yet
+    # Before the peer proved the secret: the largest message and the most AVPs we
+    # read (an SCCRQ is about 100 bytes and a dozen AVPs), the messages a second we
+    # take from one source address, and the StopCCNs a second we send without
+    # keeping state (refusals, unknown tunnels).
+    unauthenticated_max_bytes: int = 1024
+    unauthenticated_max_avps: int = 32
+    unauthenticated_per_source: int = 100
+    stateless_replies: int = 100
+
+    @property
+    def setup_timeout(self) -> float:
+        """A tunnel not established within the retransmission budget is given up."""
+        policy = self.retransmit
+        return sum(policy.timeout(n) for n in range(policy.max_retransmissions + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +146,19 @@ class LacPeer:
     secret: bytes | None
     authenticate: bool
     hostname: str | None = None
+    max_tunnels: int = 256  # this LAC's tunnels in memory, any state
+    max_tunnels_setting_up: int = 64  # this LAC's tunnels not established yet
+
+
+def sccrq_refusal(sccrq: Sccrq, lac: LacPeer) -> ResultCode | None:
+    """Why an SCCRQ from this LAC cannot be answered with an SCCRP, or None."""
+    if sccrq.protocol_version != PROTOCOL_VERSION_1_0:
+        text = f"protocol version {sccrq.protocol_version:#06x} is not supported, only 1.0"
+        return ResultCode(StopCcnResult.BAD_PROTOCOL_VERSION, 0, text)
+    if sccrq.challenge is not None and lac.secret is None:
+        text = "the LAC sent a Challenge but no secret is configured for it"
+        return ResultCode(StopCcnResult.NOT_AUTHORIZED, 0, text)
+    return None
 
 
 class ControlConnection:
@@ -120,12 +184,18 @@ class ControlConnection:
         self.peer_hostname = ""
         self.tie_breaker: bytes | None = None
         self.calls: dict[int, IncomingCall] = {}
-        self.channel: ReliableChannel[tuple[int, ControlMessage]] = ReliableChannel(
+        self.channel: ReliableChannel[tuple[int, Incoming]] = ReliableChannel(
             settings.retransmit,
             receive_window=settings.receive_window,
             ack_delay=settings.ack_delay,
         )
+        self.channel.passive = True  # until the peer is reachable (module docstring)
+        self.reachable = False  # the peer acknowledged something we sent to its address
+        self.was_established = False
         self.dropped = 0
+        self.withheld = 0  # datagrams not sent to an unreachable peer for want of credit
+        self._credit = 0  # bytes an unreachable peer sent us, less the bytes we sent it
+        self._setup_deadline: float | None = now + settings.setup_timeout
         self._rng = rng
         self._our_challenge: bytes | None = None
         self._last_heard = now
@@ -134,139 +204,134 @@ class ControlConnection:
 
     # --- input ------------------------------------------------------------------
 
-    def decode(self, payload: bytes) -> ControlMessage:
-        """Decode a message body with this tunnel's secret (hidden AVPs); MalformedPacket."""
-        return decode_message(payload, self.lac.secret)
+    def read(self, payload: bytes) -> Incoming:
+        """Decode a message body with this tunnel's secret and type it; MalformedPacket."""
+        limit = None if self.was_established else self.settings.unauthenticated_max_avps
+        message = decode_message(payload, self.lac.secret, limit)
+        try:
+            return parse(message)
+        except UnusableMessage as exc:
+            return exc
 
     def receive(
-        self, packet: ControlPacket, now: float, message: ControlMessage | None = None
+        self, packet: ControlPacket, now: float, message: Incoming | None = None
     ) -> list[Effect]:
-        """Take a control datagram for this tunnel (``message``: its body, when already decoded)."""
+        """Take a control datagram for this tunnel (``message``: its body, when already read)."""
+        if not self.reachable:
+            self._credit += CONTROL_HEADER_LENGTH + len(packet.payload)
+        size = len(packet.payload)
+        if not self.was_established and size > self.settings.unauthenticated_max_bytes:
+            self.dropped += 1
+            text = f"tunnel {self.tunnel_id}: {size} bytes before SCCCN"
+            return [PacketDropped(self.peer, "oversized", text)]
         if not packet.is_zlb and message is None:
             try:
-                message = self.decode(packet.payload)
+                message = self.read(packet.payload)
             except MalformedPacket as exc:
                 # Not acknowledged: the peer will retransmit, and may send it right.
                 self.dropped += 1
                 return [PacketDropped(self.peer, "malformed", f"tunnel {self.tunnel_id}: {exc}")]
         self._last_heard = now
         item = None if message is None else (packet.session_id, message)
+        if item is not None and self.channel.unacknowledged >= self.settings.max_queued:
+            # The peer does not take what we send: take its acknowledgements only, and
+            # let it retransmit the rest once it has caught up (flow control, not loss).
+            self.channel.receive(packet.ns, packet.nr, None, now)
+            self.dropped += 1
+            text = f"tunnel {self.tunnel_id}: {self.channel.unacknowledged} messages unacknowledged"
+            return [PacketDropped(self.peer, "busy", text)]
         effects: list[Effect] = []
         for session_id, delivered in self.channel.receive(packet.ns, packet.nr, item, now):
             effects += self._dispatch(session_id, delivered, now)
+        if not self.reachable and self.channel.acknowledged:
+            self._reached()
         if self.state is TunnelState.CLOSING and self.channel.idle:
             self.state = TunnelState.CLOSED  # our StopCCN was acknowledged
             self._linger_until = now
         return effects
 
-    def _dispatch(self, session_id: int, message: ControlMessage, now: float) -> list[Effect]:
+    def _dispatch(self, session_id: int, message: Incoming, now: float) -> list[Effect]:
         if self.state in (TunnelState.CLOSED, TunnelState.CLOSING):
             return []  # acknowledged by the channel, nothing else to do
-        mtype = message.message_type
-        if not isinstance(mtype, MessageType) or message.unknown_mandatory():
-            what = (
-                f"unknown message type {mtype}"
-                if not isinstance(mtype, MessageType)
-                else "unknown mandatory AVP "
-                + ", ".join(f"{a.vendor}:{a.attribute}" for a in message.unknown_mandatory())
-            )
-            result = ResultCode(
-                StopCcnResult.GENERAL_ERROR, GeneralError.UNKNOWN_MANDATORY_AVP, what
-            )
-            # Counted like any message we could not use, then answered (section 4.1).
-            self.dropped += 1
-            counter = (
-                "unknown_message_type"
-                if not isinstance(mtype, MessageType)
-                else "unknown_mandatory_avp"
-            )
-            counted: list[Effect] = [
-                PacketDropped(self.peer, counter, f"tunnel {self.tunnel_id}: {what}")
-            ]
-            if session_id and session_id in self.calls and isinstance(mtype, MessageType):
-                return counted + self.disconnect_call(session_id, _cdn_from(result), what, now)
-            peer_session = message.get(AttributeType.ASSIGNED_SESSION_ID)
-            if (
-                mtype in (MessageType.ICRQ, MessageType.OCRQ)
-                and self.state is TunnelState.ESTABLISHED
-                and isinstance(peer_session, int)
-                and peer_session != 0
-            ):
-                # A call request belongs to the session it opens (section 4.1: terminate
-                # the session, not the tunnel): refuse that call, keep every other one.
-                number = message.get(
-                    AttributeType.CALLING_NUMBER
-                    if mtype == MessageType.ICRQ
-                    else AttributeType.CALLED_NUMBER
-                )
-                text = number if isinstance(number, str) else ""
-                return counted + self._refuse_call(peer_session, text, _cdn_from(result))
-            if self.peer_tunnel_id == 0:
-                # Refused in the SCCRQ itself: address the StopCCN to the LAC's tunnel,
-                # or it goes to tunnel 0 and the LAC never learns why (section 6.4).
-                assigned = message.get(AttributeType.ASSIGNED_TUNNEL_ID)
-                self.peer_tunnel_id = assigned if isinstance(assigned, int) else 0
-            return counted + self.close(result, now, reason=what)
-        handler = _TUNNEL_TRANSITIONS.get((self.state, mtype))
+        if isinstance(message, UnusableMessage):
+            return self._unusable(session_id, message, now)
+        handler = _TUNNEL_TRANSITIONS.get((self.state, type(message)))
         if handler is None:
+            name = message.TYPE.name
             if self.state is TunnelState.ESTABLISHED:
                 self.dropped += 1
-                return [
-                    PacketDropped(
-                        self.peer, "unexpected", f"tunnel {self.tunnel_id}: {mtype.name} ignored"
-                    )
-                ]
-            text = f"{mtype.name} in state {self.state.value}"
+                text = f"tunnel {self.tunnel_id}: {name} ignored"
+                return [PacketDropped(self.peer, "unexpected", text)]
+            text = f"{name} in state {self.state.value}"
             return self.close(ResultCode(StopCcnResult.FSM_ERROR, 0, text), now, reason=text)
         return handler(self, session_id, message, now)
 
+    def _unusable(self, session_id: int, problem: UnusableMessage, now: float) -> list[Effect]:
+        """Answer a message we cannot use: CDN for its call, else StopCCN (section 4.1)."""
+        self.dropped += 1
+        counted: list[Effect] = [
+            PacketDropped(self.peer, problem.counter, f"tunnel {self.tunnel_id}: {problem.text}")
+        ]
+        result = ResultCode(StopCcnResult.GENERAL_ERROR, problem.error, problem.text)
+        mtype = problem.known_type
+        if mtype in CALL_MESSAGES and self.state is TunnelState.ESTABLISHED:
+            if session_id and session_id in self.calls:
+                return counted + self.disconnect_call(
+                    session_id, _cdn_from(result), problem.text, now
+                )
+            if mtype in (MessageType.ICRQ, MessageType.OCRQ) and problem.assigned_session_id:
+                # A call request belongs to the session it opens: refuse that call and
+                # keep every other one.
+                return counted + self._refuse_call(
+                    problem.assigned_session_id, problem.number, _cdn_from(result)
+                )
+            return counted  # a call we do not know: nothing to clear
+        if self.peer_tunnel_id == 0:
+            # Refused in the SCCRQ itself: address the StopCCN to the LAC's tunnel,
+            # or it goes to tunnel 0 and the LAC never learns why (section 6.4).
+            self.peer_tunnel_id = problem.assigned_tunnel_id
+        return counted + self.close(result, now, reason=problem.text)
+
     # --- tunnel set-up ------------------------------------------------------------
 
-    def _on_sccrq(self, session_id: int, message: ControlMessage, now: float) -> list[Effect]:
-        peer_tunnel = message.get(AttributeType.ASSIGNED_TUNNEL_ID)
-        assert isinstance(peer_tunnel, int)  # checked by the endpoint before creating us
-        self.peer_tunnel_id = peer_tunnel
-        host = message.get(AttributeType.HOST_NAME)
-        self.peer_hostname = host if isinstance(host, str) else ""
-        window = message.get(AttributeType.RECEIVE_WINDOW_SIZE)
-        self.channel.peer_window = window if isinstance(window, int) and window > 0 else 4
-        tie = message.get(AttributeType.TIE_BREAKER)
-        self.tie_breaker = tie if isinstance(tie, bytes) else None
-        version = message.get(AttributeType.PROTOCOL_VERSION)
-        if version != PROTOCOL_VERSION_1_0:
-            text = f"protocol version {version!r} is not supported, only 1.0"
-            return self.close(ResultCode(StopCcnResult.BAD_PROTOCOL_VERSION, 0, text), now, text)
-        avps = [
-            make(AttributeType.PROTOCOL_VERSION, PROTOCOL_VERSION_1_0),
-            make(AttributeType.HOST_NAME, self.settings.hostname),
-            make(AttributeType.FRAMING_CAPABILITIES, FRAMING_SYNC_ASYNC),
-            make(AttributeType.BEARER_CAPABILITIES, 0),
-            make(AttributeType.FIRMWARE_REVISION, self.settings.firmware_revision),
-            make(AttributeType.VENDOR_NAME, self.settings.vendor_name),
-            make(AttributeType.ASSIGNED_TUNNEL_ID, self.tunnel_id),
-            make(AttributeType.RECEIVE_WINDOW_SIZE, self.settings.receive_window),
-        ]
-        challenge = message.get(AttributeType.CHALLENGE)
-        if isinstance(challenge, bytes):
-            if self.lac.secret is None:
-                text = "the LAC sent a Challenge but no secret is configured for it"
-                return self.close(ResultCode(StopCcnResult.NOT_AUTHORIZED, 0, text), now, text)
-            response = challenge_response(SCCRP_RESPONSE_TYPE, self.lac.secret, challenge)
-            avps.append(make(AttributeType.CHALLENGE_RESPONSE, response))
+    def _on_sccrq(self, session_id: int, message: Sccrq, now: float) -> list[Effect]:
+        self.peer_tunnel_id = message.assigned_tunnel_id
+        self.peer_hostname = message.host_name
+        window = message.receive_window_size
+        self.channel.peer_window = window if window else 4  # section 4.4.3: 4 when absent
+        self.tie_breaker = message.tie_breaker
+        refusal = sccrq_refusal(message, self.lac)
+        if refusal is not None:
+            return self.close(refusal, now, refusal.message)
+        response = None
+        if message.challenge is not None:
+            assert self.lac.secret is not None  # sccrq_refusal says so
+            response = challenge_response(SCCRP_RESPONSE_TYPE, self.lac.secret, message.challenge)
         if self.lac.authenticate:
             self._our_challenge = self._rng.randbytes(CHALLENGE_LENGTH)
-            avps.append(make(AttributeType.CHALLENGE, self._our_challenge))
+        # Only what section 6.2 requires and what the LAC needs: until the LAC proves
+        # the secret the SCCRP must not be larger than its SCCRQ (module docstring).
         self.state = TunnelState.WAIT_CTL_CONN
-        self._send(MessageType.SCCRP, avps)
+        self._send(
+            Sccrp(
+                protocol_version=PROTOCOL_VERSION_1_0,
+                host_name=self.settings.hostname,
+                framing_capabilities=FRAMING_SYNC_ASYNC,
+                assigned_tunnel_id=self.tunnel_id,
+                receive_window_size=self.settings.receive_window,
+                challenge_response=response,
+                challenge=self._our_challenge,
+            )
+        )
         return []
 
-    def _on_scccn(self, session_id: int, message: ControlMessage, now: float) -> list[Effect]:
+    def _on_scccn(self, session_id: int, message: Scccn, now: float) -> list[Effect]:
         if self.lac.authenticate:
             assert self._our_challenge is not None
             assert self.lac.secret is not None  # the config refuses authenticate without a secret
             expected = challenge_response(SCCCN_RESPONSE_TYPE, self.lac.secret, self._our_challenge)
-            response = message.get(AttributeType.CHALLENGE_RESPONSE)
-            if not isinstance(response, bytes) or not hmac.compare_digest(response, expected):
+            response = message.challenge_response
+            if response is None or not hmac.compare_digest(response, expected):
                 text = (
                     "tunnel authentication failed: no Challenge Response"
                     if response is None
@@ -274,144 +339,152 @@ class ControlConnection:
                 )
                 return self.close(ResultCode(StopCcnResult.NOT_AUTHORIZED, 0, text), now, text)
         self.state = TunnelState.ESTABLISHED
+        self.was_established = True
+        self._setup_deadline = None
+        self._reached()
         return [
             TunnelEstablished(
                 self.tunnel_id, self.peer_tunnel_id, self.lac.name, self.peer_hostname, self.peer
             )
         ]
 
-    def _on_hello(self, session_id: int, message: ControlMessage, now: float) -> list[Effect]:
+    def _reached(self) -> None:
+        self.reachable = True
+        self.channel.passive = False
+
+    def _on_hello(self, session_id: int, message: Hello, now: float) -> list[Effect]:
         self.channel.ack_now(now)  # a HELLO is answered at once, never held back
         return []
 
-    def _on_stopccn(self, session_id: int, message: ControlMessage, now: float) -> list[Effect]:
+    def _on_stopccn(self, session_id: int, message: StopCcn, now: float) -> list[Effect]:
         self.channel.ack_now(now)
-        result = message.get(AttributeType.RESULT_CODE)
-        reason = _describe(result) if isinstance(result, ResultCode) else "no Result Code"
+        result = message.result_code
+        reason = _describe(result) if result is not None else "no Result Code"
         effects = self._clear_calls(
             ResultCode(CdnResult.LOST_CARRIER), f"tunnel closed by the LAC: {reason}", by_peer=True
         )
         self.state = TunnelState.CLOSED
         self._linger_until = now + self.settings.linger
-        return [*effects, TunnelClosed(self.tunnel_id, self.lac.name, reason, by_peer=True)]
+        closed = TunnelClosed(
+            self.tunnel_id,
+            self.lac.name,
+            reason,
+            by_peer=True,
+            was_established=self.was_established,
+        )
+        return [*effects, closed]
 
     # --- calls ------------------------------------------------------------------------
 
-    def _new_session_id(self) -> int:
-        while True:
-            candidate = self._rng.randrange(1, 0x10000)
-            if candidate not in self.calls:
-                return candidate
-
-    def _on_icrq(self, session_id: int, message: ControlMessage, now: float) -> list[Effect]:
-        peer_session = message.get(AttributeType.ASSIGNED_SESSION_ID)
-        if not isinstance(peer_session, int) or peer_session == 0:
-            self.dropped += 1
-            return [PacketDropped(self.peer, "invalid", "ICRQ without an Assigned Session ID")]
-        calling = message.get(AttributeType.CALLING_NUMBER)
-        calling_text = calling if isinstance(calling, str) else ""
+    def _on_icrq(self, session_id: int, message: Icrq, now: float) -> list[Effect]:
+        peer_session = message.assigned_session_id
+        calling = message.calling_number or ""
         try:
-            iccid = parse_iccid(calling_text)
+            iccid = parse_iccid(calling)
         except InvalidIccid as exc:
             code = ResultCode(CdnResult.GENERAL_ERROR, GeneralError.OUT_OF_RANGE, str(exc))
-            return self._refuse_call(peer_session, calling_text, code)
-        if len(self.calls) >= self.settings.max_calls:
+            return self._refuse_call(peer_session, calling, code)
+        waiting = len(self._connecting)
+        if waiting >= self.settings.max_connecting_calls:
+            code = ResultCode(
+                CdnResult.TEMPORARY_LACK_OF_FACILITIES,
+                GeneralError.INSUFFICIENT_RESOURCES,
+                f"{waiting} calls of this tunnel already wait for their ICCN",
+            )
+            return self._refuse_call(peer_session, calling, code)
+        our_session = ids.allocate(self._rng, self.calls)
+        if len(self.calls) >= self.settings.max_calls or our_session is None:
             code = ResultCode(
                 CdnResult.TEMPORARY_LACK_OF_FACILITIES,
                 GeneralError.INSUFFICIENT_RESOURCES,
                 f"tunnel already carries {len(self.calls)} sessions",
             )
-            return self._refuse_call(peer_session, calling_text, code)
-        serial = message.get(AttributeType.CALL_SERIAL_NUMBER)
-        called = message.get(AttributeType.CALLED_NUMBER)
+            return self._refuse_call(peer_session, calling, code)
         call = IncomingCall(
-            session_id=self._new_session_id(),
+            session_id=our_session,
             peer_session_id=peer_session,
             tunnel_id=self.tunnel_id,
             peer_tunnel_id=self.peer_tunnel_id,
-            call_serial=serial if isinstance(serial, int) else 0,
+            call_serial=message.call_serial_number,
             iccid=iccid,
-            called_number=called if isinstance(called, str) else "",
+            called_number=message.called_number or "",
         )
         self.calls[call.session_id] = call
         self._connecting.set(call.session_id, now + self.settings.connect_timeout)
-        self._send(
-            MessageType.ICRP,
-            [make(AttributeType.ASSIGNED_SESSION_ID, call.session_id)],
-            peer_session,
-        )
+        self._send(Icrp(assigned_session_id=call.session_id), peer_session)
         return []
 
     def _refuse_call(self, peer_session: int, calling: str, result: ResultCode) -> list[Effect]:
-        self._send(MessageType.CDN, _cdn_avps(result, self._new_session_id()), peer_session)
+        # The CDN names a session of ours (section 6.12) though none was given to the
+        # call; 0 when every identifier is taken.
+        ours = ids.allocate(self._rng, self.calls) or 0
+        self._send(Cdn(result_code=result, assigned_session_id=ours), peer_session)
         return [CallRefused(self.tunnel_id, calling, result)]
 
-    def _on_ocrq(self, session_id: int, message: ControlMessage, now: float) -> list[Effect]:
-        peer_session = message.get(AttributeType.ASSIGNED_SESSION_ID)
-        if not isinstance(peer_session, int):
-            self.dropped += 1
-            return [PacketDropped(self.peer, "invalid", "OCRQ without an Assigned Session ID")]
-        called = message.get(AttributeType.CALLED_NUMBER)
+    def _on_ocrq(self, session_id: int, message: Ocrq, now: float) -> list[Effect]:
         result = ResultCode(
             CdnResult.PERMANENT_LACK_OF_FACILITIES, 0, "this LNS does not place outgoing calls"
         )
-        return self._refuse_call(peer_session, called if isinstance(called, str) else "", result)
+        return self._refuse_call(message.assigned_session_id, message.called_number, result)
 
-    def _on_call_message(
-        self, session_id: int, message: ControlMessage, now: float
-    ) -> list[Effect]:
-        call = self.calls.get(session_id)
-        if call is None and session_id == 0 and message.message_type == MessageType.CDN:
-            # A LAC that hangs up before it saw our ICRP addresses the CDN to session 0;
-            # its Assigned Session ID (the LAC's) still names the call (RFC 2661 section 6.12).
-            assigned = message.get(AttributeType.ASSIGNED_SESSION_ID)
-            call = next((c for c in self.calls.values() if c.peer_session_id == assigned), None)
-        if call is None:
-            self.dropped += 1
-            name = MessageType(message.message_type).name
-            return [
-                PacketDropped(
-                    self.peer, "unknown_session", f"{name} for unknown session {session_id}"
-                )
-            ]
-        mtype = message.message_type
-        if mtype == MessageType.CDN:
-            del self.calls[call.session_id]
-            was_established = call.state is CallState.ESTABLISHED
-            call.state = CallState.CLOSED
-            result = message.get(AttributeType.RESULT_CODE)
-            code = result if isinstance(result, ResultCode) else ResultCode(CdnResult.GENERAL_ERROR)
-            return [
-                CallCleared(
-                    self.tunnel_id,
-                    call.session_id,
-                    call.iccid,
-                    code,
-                    f"CDN from the LAC: {_describe(code)}",
-                    by_peer=True,
-                    was_established=was_established,
-                )
-            ]
-        if mtype == MessageType.ICCN and call.state is CallState.WAIT_CONNECT:
-            call.connect(message)
-            self._connecting.discard(call.session_id)
-            return [
-                CallEstablished(
-                    self.tunnel_id, call, self.lac.name, self.peer_hostname, self.peer[0]
-                )
-            ]
-        if mtype == MessageType.WEN:
-            errors = message.get(AttributeType.CALL_ERRORS)
-            call.call_errors = errors if isinstance(errors, CallErrors) else call.call_errors
-            return []
-        if mtype == MessageType.SLI:
-            accm = message.get(AttributeType.ACCM)
-            call.accm = accm if isinstance(accm, Accm) else call.accm
-            return []
+    def _unknown_session(self, name: str, session_id: int) -> list[Effect]:
         self.dropped += 1
+        text = f"{name} for unknown session {session_id}"
+        return [PacketDropped(self.peer, "unknown_session", text)]
+
+    def _on_iccn(self, session_id: int, message: Iccn, now: float) -> list[Effect]:
+        call = self.calls.get(session_id)
+        if call is None:
+            return self._unknown_session("ICCN", session_id)
+        if call.state is not CallState.WAIT_CONNECT:
+            self.dropped += 1
+            text = f"ICCN in call state {call.state.value}"
+            return [PacketDropped(self.peer, "unexpected", text)]
+        call.connect(message)
+        self._connecting.discard(call.session_id)
         return [
-            PacketDropped(self.peer, "unexpected", f"{mtype!s} in call state {call.state.value}")
+            CallEstablished(self.tunnel_id, call, self.lac.name, self.peer_hostname, self.peer[0])
         ]
+
+    def _on_cdn(self, session_id: int, message: Cdn, now: float) -> list[Effect]:
+        call = self.calls.get(session_id)
+        if call is None and session_id == 0 and message.assigned_session_id:
+            # A LAC that hangs up before it saw our ICRP addresses the CDN to session 0;
+            # its Assigned Session ID (the LAC's) still names the call (section 6.12).
+            peer_session = message.assigned_session_id
+            call = next((c for c in self.calls.values() if c.peer_session_id == peer_session), None)
+        if call is None:
+            return self._unknown_session("CDN", session_id)
+        del self.calls[call.session_id]
+        self._connecting.discard(call.session_id)
+        was_established = call.state is CallState.ESTABLISHED
+        call.state = CallState.CLOSED
+        code = message.result_code or ResultCode(CdnResult.GENERAL_ERROR)
+        return [
+            CallCleared(
+                self.tunnel_id,
+                call.session_id,
+                call.iccid,
+                code,
+                f"CDN from the LAC: {_describe(code)}",
+                by_peer=True,
+                was_established=was_established,
+            )
+        ]
+
+    def _on_wen(self, session_id: int, message: Wen, now: float) -> list[Effect]:
+        call = self.calls.get(session_id)
+        if call is None:
+            return self._unknown_session("WEN", session_id)
+        call.call_errors = message.call_errors
+        return []
+
+    def _on_sli(self, session_id: int, message: Sli, now: float) -> list[Effect]:
+        call = self.calls.get(session_id)
+        if call is None:
+            return self._unknown_session("SLI", session_id)
+        call.accm = message.accm
+        return []
 
     def disconnect_call(
         self, session_id: int, result: ResultCode, reason: str, now: float
@@ -420,9 +493,12 @@ class ControlConnection:
         call = self.calls.pop(session_id, None)
         if call is None or self.state not in (TunnelState.ESTABLISHED, TunnelState.WAIT_CTL_CONN):
             return []
+        self._connecting.discard(session_id)
         was_established = call.state is CallState.ESTABLISHED
         call.state = CallState.CLOSED
-        self._send(MessageType.CDN, _cdn_avps(result, call.session_id), call.peer_session_id)
+        self._send(
+            Cdn(result_code=result, assigned_session_id=call.session_id), call.peer_session_id
+        )
         return [
             CallCleared(
                 self.tunnel_id,
@@ -451,6 +527,7 @@ class ControlConnection:
             )
             call.state = CallState.CLOSED
         self.calls.clear()
+        self._connecting = Deadlines()
         return effects
 
     # --- teardown, timers, output -----------------------------------------------------
@@ -463,17 +540,20 @@ class ControlConnection:
         effects = self._clear_calls(
             ResultCode(CdnResult.ADMINISTRATIVE), f"tunnel closed: {reason}", by_peer=False
         )
-        self._send(
-            MessageType.StopCCN,
-            [
-                make(AttributeType.ASSIGNED_TUNNEL_ID, self.tunnel_id),
-                make(AttributeType.RESULT_CODE, result),
-            ],
-        )
+        self._send(StopCcn(assigned_tunnel_id=self.tunnel_id, result_code=result))
         self.state = TunnelState.CLOSING
-        return [*effects, TunnelClosed(self.tunnel_id, self.lac.name, reason, by_peer=False)]
+        closed = TunnelClosed(
+            self.tunnel_id,
+            self.lac.name,
+            reason,
+            by_peer=False,
+            was_established=self.was_established,
+        )
+        return [*effects, closed]
 
     def handle_timer(self, now: float) -> list[Effect]:
+        if self._setup_deadline is not None and now >= self._setup_deadline:
+            return self._setup_expired(now)
         self.channel.handle_timer(now)
         if self.channel.failed and self.state is not TunnelState.CLOSED:
             closing = self.state is TunnelState.CLOSING
@@ -486,7 +566,10 @@ class ControlConnection:
                 f"{self.settings.retransmit.max_retransmissions} retransmissions"
             )
             cleared = self._clear_calls(ResultCode(CdnResult.LOST_CARRIER), reason, by_peer=False)
-            return [*cleared, TunnelClosed(self.tunnel_id, self.lac.name, reason, by_peer=False)]
+            closed = TunnelClosed(
+                self.tunnel_id, self.lac.name, reason, False, was_established=self.was_established
+            )
+            return [*cleared, closed]
         effects: list[Effect] = []
         for session_id in self._connecting.pop_due(now):
             call = self.calls.get(session_id)
@@ -497,7 +580,19 @@ class ControlConnection:
                 )
         hello_at = self._hello_deadline()
         if hello_at is not None and now >= hello_at:
-            self._send(MessageType.HELLO, [])
+            self._send(Hello())
+        return effects
+
+    def _setup_expired(self, now: float) -> list[Effect]:
+        """Never established within the retransmission budget: forgotten, nothing sent."""
+        self._setup_deadline = None
+        effects: list[Effect] = []
+        if self.state in (TunnelState.IDLE, TunnelState.WAIT_CTL_CONN):
+            reason = f"not established within {self.settings.setup_timeout:g} s"
+            effects.append(TunnelClosed(self.tunnel_id, self.lac.name, reason, False, False))
+        if self.state is not TunnelState.CLOSED:
+            self.state = TunnelState.CLOSED
+            self._linger_until = now
         return effects
 
     def _hello_deadline(self) -> float | None:
@@ -511,7 +606,12 @@ class ControlConnection:
             return self._linger_until
         candidates = [
             t
-            for t in (self.channel.get_timer(), self._hello_deadline(), self._connecting.earliest())
+            for t in (
+                self.channel.get_timer(),
+                self._hello_deadline(),
+                self._connecting.earliest(),
+                self._setup_deadline,
+            )
             if t is not None
         ]
         return min(candidates) if candidates else None
@@ -524,36 +624,35 @@ class ControlConnection:
             and now >= self._linger_until
         )
 
+    @property
+    def connecting_calls(self) -> int:
+        """Calls answered with ICRP and still waiting for their ICCN."""
+        return len(self._connecting)
+
     def datagrams_to_send(self, now: float) -> list[bytes]:
         if self.channel.failed:
             return []
-        return [
-            encode_control(self.peer_tunnel_id, out.session_id, out.ns, out.nr, out.payload)
-            for out in self.channel.datagrams_to_send(now)
+        out = [
+            encode_control(self.peer_tunnel_id, item.session_id, item.ns, item.nr, item.payload)
+            for item in self.channel.datagrams_to_send(now)
         ]
+        if self.reachable:
+            return out
+        # No amplification: an unreachable peer gets no more bytes than it sent. What
+        # does not fit is withheld as if lost; the peer's retransmission earns it.
+        allowed = []
+        for data in out:
+            if len(data) <= self._credit:
+                self._credit -= len(data)
+                allowed.append(data)
+            else:
+                self.withheld += 1
+        return allowed
 
-    def _send(self, message_type: MessageType, avps: list[Avp], session_id: int = 0) -> None:
-        hide = self.settings.hide_avps and self.lac.secret is not None
-        if hide:
-            avps = [_hidden_if_allowed(avp) for avp in avps]
-        body = encode_message(
-            ControlMessage(message_type, tuple(avps)), self.lac.secret, self._rng.randbytes
-        )
+    def _send(self, record: TypedMessage, session_id: int = 0) -> None:
+        hide = self.settings.hide_avps and self.lac.secret is not None and self.was_established
+        body = encode_message(to_message(record, hide=hide), self.lac.secret, self._rng.randbytes)
         self.channel.queue(body, session_id)
-
-
-def _hidden_if_allowed(avp: Avp) -> Avp:
-    spec = AVP_TABLE.get(avp.attribute)
-    if spec is None or not spec.may_hide:
-        return avp
-    return Avp(avp.attribute, avp.value, avp.mandatory, True, avp.vendor)
-
-
-def _cdn_avps(result: ResultCode, session_id: int) -> list[Avp]:
-    return [
-        make(AttributeType.RESULT_CODE, result),
-        make(AttributeType.ASSIGNED_SESSION_ID, session_id),
-    ]
 
 
 def _cdn_from(stop: ResultCode) -> ResultCode:
@@ -569,20 +668,31 @@ def _describe(result: ResultCode) -> str:
     return text
 
 
-_Handler = Callable[[ControlConnection, int, ControlMessage, float], list[Effect]]
+_Handler = Callable[[ControlConnection, int, Any, float], list[Effect]]
 _S = TunnelState
-_M = MessageType
-_TUNNEL_TRANSITIONS: dict[tuple[TunnelState, MessageType], _Handler] = {
-    (_S.IDLE, _M.SCCRQ): ControlConnection._on_sccrq,
-    (_S.WAIT_CTL_CONN, _M.SCCCN): ControlConnection._on_scccn,
-    (_S.WAIT_CTL_CONN, _M.HELLO): ControlConnection._on_hello,
-    (_S.WAIT_CTL_CONN, _M.StopCCN): ControlConnection._on_stopccn,
-    (_S.ESTABLISHED, _M.HELLO): ControlConnection._on_hello,
-    (_S.ESTABLISHED, _M.StopCCN): ControlConnection._on_stopccn,
-    (_S.ESTABLISHED, _M.ICRQ): ControlConnection._on_icrq,
-    (_S.ESTABLISHED, _M.OCRQ): ControlConnection._on_ocrq,
-    (_S.ESTABLISHED, _M.ICCN): ControlConnection._on_call_message,
-    (_S.ESTABLISHED, _M.CDN): ControlConnection._on_call_message,
-    (_S.ESTABLISHED, _M.WEN): ControlConnection._on_call_message,
-    (_S.ESTABLISHED, _M.SLI): ControlConnection._on_call_message,
+_TUNNEL_TRANSITIONS: dict[tuple[TunnelState, type[TypedMessage]], _Handler] = {
+    (_S.IDLE, Sccrq): ControlConnection._on_sccrq,
+    (_S.WAIT_CTL_CONN, Scccn): ControlConnection._on_scccn,
+    (_S.WAIT_CTL_CONN, Hello): ControlConnection._on_hello,
+    (_S.WAIT_CTL_CONN, StopCcn): ControlConnection._on_stopccn,
+    (_S.ESTABLISHED, Hello): ControlConnection._on_hello,
+    (_S.ESTABLISHED, StopCcn): ControlConnection._on_stopccn,
+    (_S.ESTABLISHED, Icrq): ControlConnection._on_icrq,
+    (_S.ESTABLISHED, Ocrq): ControlConnection._on_ocrq,
+    (_S.ESTABLISHED, Iccn): ControlConnection._on_iccn,
+    (_S.ESTABLISHED, Cdn): ControlConnection._on_cdn,
+    (_S.ESTABLISHED, Wen): ControlConnection._on_wen,
+    (_S.ESTABLISHED, Sli): ControlConnection._on_sli,
 }
+
+__all__ = [
+    "PROTOCOL_VERSION_1_0",
+    "AttributeType",
+    "ControlConnection",
+    "Incoming",
+    "LacPeer",
+    "TunnelSettings",
+    "TunnelState",
+    "challenge_response",
+    "sccrq_refusal",
+]

@@ -1,7 +1,9 @@
 """Connects a simulated LAC to the LNS endpoint in memory, on a fake clock.
 
 Time is a number the test advances; nothing sleeps. ``drop`` decides, per
-datagram, whether the "network" loses it.
+datagram, whether the "network" loses it. Datagrams the LNS sends to anyone
+but the simulated LAC (an attacker, a refused peer) are kept in ``to_others``;
+:class:`RawPeer` and the message builders below play such peers by hand.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import random
 from collections.abc import Callable
 from typing import TypeVar
 
+from lns.l2tp.avp import AttributeType, Avp, MessageType, make
 from lns.l2tp.effects import Effect
-from lns.l2tp.endpoint import LacMatch, LnsEndpoint
+from lns.l2tp.endpoint import Datagram, LacMatch, LnsEndpoint
+from lns.l2tp.header import ControlPacket, decode_packet, encode_control
+from lns.l2tp.message import ControlMessage, encode_message, peek
 from lns.l2tp.tunnel import LacPeer, TunnelSettings
 from lns.testing.lacsim.lac import Lac
 
@@ -49,6 +54,7 @@ class Network:
         self.effects: list[Effect] = []
         self.to_lns: list[bytes] = []  # every datagram the LAC sent (before loss)
         self.to_lac: list[bytes] = []  # every datagram the LNS sent (before loss)
+        self.to_others: list[Datagram] = []  # what the LNS sent to other addresses
         self.drop_to_lns: Callable[[bytes], bool] = lambda data: False
         self.drop_to_lac: Callable[[bytes], bool] = lambda data: False
 
@@ -65,8 +71,10 @@ class Network:
                     )
             for datagram in self.endpoint.datagrams_to_send(self.now):
                 moved = True
+                if datagram.peer != self.lac_address:
+                    self.to_others.append(datagram)
+                    continue
                 self.to_lac.append(datagram.data)
-                assert datagram.peer == self.lac_address
                 if not self.drop_to_lac(datagram.data):
                     self.lac.datagram_received(datagram.data, self.now)
             if not moved:
@@ -92,3 +100,83 @@ class Network:
 
     def of_type(self, kind: type[_E]) -> list[_E]:
         return [e for e in self.effects if isinstance(e, kind)]
+
+
+# --- peers played by hand ------------------------------------------------------------
+
+
+def sccrq(
+    peer_tunnel: int,
+    *,
+    hostname: str = "lac1",
+    ns: int = 0,
+    extra: tuple[Avp, ...] = (),
+) -> bytes:
+    """An SCCRQ datagram with the AVPs section 6.1 requires (no Challenge)."""
+    message = ControlMessage(
+        MessageType.SCCRQ,
+        (
+            make(AttributeType.PROTOCOL_VERSION, 0x0100),
+            make(AttributeType.HOST_NAME, hostname),
+            make(AttributeType.FRAMING_CAPABILITIES, 3),
+            make(AttributeType.ASSIGNED_TUNNEL_ID, peer_tunnel),
+            *extra,
+        ),
+    )
+    return encode_control(0, 0, ns, 0, encode_message(message))
+
+
+def assigned_tunnel(data: bytes) -> int:
+    """Our tunnel ID, read from an SCCRP (or any message with a plain Assigned Tunnel ID)."""
+    packet = decode_packet(data)
+    assert isinstance(packet, ControlPacket)
+    _mtype, plain = peek(packet.payload, frozenset({AttributeType.ASSIGNED_TUNNEL_ID}), 32)
+    return int.from_bytes(plain[AttributeType.ASSIGNED_TUNNEL_ID], "big")
+
+
+def message_type(data: bytes) -> int | str:
+    """The Message Type of a control datagram ("ZLB" for one without AVPs)."""
+    packet = decode_packet(data)
+    assert isinstance(packet, ControlPacket)
+    if packet.is_zlb:
+        return "ZLB"
+    return peek(packet.payload, frozenset(), 32)[0]
+
+
+class RawPeer:
+    """The LAC side of one established tunnel, numbered by hand: it sends what it is
+    told, and acknowledges everything the LNS sends it (as a LAC's ZLB would)."""
+
+    def __init__(
+        self,
+        endpoint: LnsEndpoint,
+        address: tuple[str, int],
+        tunnel_id: int,
+        peer_tunnel_id: int,
+        ns: int,
+        nr: int,
+    ) -> None:
+        self.endpoint = endpoint
+        self.address = address
+        self.tunnel_id = tunnel_id  # ours, the header's Tunnel ID
+        self.peer_tunnel_id = peer_tunnel_id
+        self.ns = ns
+        self.nr = nr
+        self.received: list[bytes] = []
+
+    def send(self, message: ControlMessage, now: float, session_id: int = 0) -> list[Effect]:
+        data = encode_control(self.tunnel_id, session_id, self.ns, self.nr, encode_message(message))
+        self.ns = (self.ns + 1) % 65536
+        return self.endpoint.datagram_received(data, self.address, now)
+
+    def take(self, datagrams: list[Datagram]) -> None:
+        """Read what the LNS sent this peer; later messages acknowledge it."""
+        for datagram in datagrams:
+            packet = decode_packet(datagram.data)
+            if datagram.peer != self.address or not isinstance(packet, ControlPacket):
+                continue
+            if packet.tunnel_id != self.peer_tunnel_id:
+                continue
+            self.received.append(datagram.data)
+            if packet.payload:
+                self.nr = (packet.ns + 1) % 65536

@@ -125,12 +125,12 @@ def test_protocol_version_other_than_1_0_gets_stopccn_result_5(
     [stop] = net.to_lac
     assert kind(stop) == MessageType.StopCCN
     assert result_of(stop).result == StopCcnResult.BAD_PROTOCOL_VERSION
+    assert control_header(stop).tunnel_id == tunnel.tunnel_id
     assert not net.of_type(TunnelEstablished)
+    [refused] = net.of_type(TunnelRefused)
+    assert "protocol version 0x0200" in refused.reason
     assert tunnel.phase is Phase.CLOSED
-    # The LAC acknowledged it (to the Assigned Tunnel ID in the StopCCN): forgotten.
-    assert tunnel.peer_tunnel_id in endpoint.tunnels
-    net.advance(0.0)
-    assert endpoint.tunnels == {}
+    assert endpoint.tunnels == {}  # refused without keeping state
 
 
 def test_sccrq_without_assigned_tunnel_id_is_dropped() -> None:
@@ -142,10 +142,12 @@ def test_sccrq_without_assigned_tunnel_id_is_dropped() -> None:
     effects = endpoint.datagram_received(
         encode_control(0, 0, 0, 0, encode_message(sccrq)), LAC_ADDRESS, 0.0
     )
-    assert [type(e) for e in effects] == [PacketDropped]
-    assert endpoint.counters["invalid"] == 1
+    [dropped] = effects
+    assert isinstance(dropped, PacketDropped)
+    assert "Framing Capabilities" in dropped.reason  # the first required AVP missing
+    assert endpoint.counters["missing_avp"] == 1
     assert endpoint.tunnels == {}
-    assert endpoint.datagrams_to_send(0.0) == []
+    assert endpoint.datagrams_to_send(0.0) == []  # no Assigned Tunnel ID to answer to
 
 
 def test_retransmitted_sccrq_maps_to_the_same_tunnel() -> None:
@@ -172,23 +174,29 @@ def test_retransmitted_sccrq_maps_to_the_same_tunnel() -> None:
     assert endpoint.tunnels[tunnel.peer_tunnel_id].state is TunnelState.ESTABLISHED
 
 
-def test_sccrq_retransmitted_before_our_retransmission_is_acked_not_duplicated() -> None:
-    # The LAC resends its SCCRQ sooner than our SCCRP retransmission: it gets an ack at once
-    # and the same SCCRP (same tunnel) when our timer fires.
+def test_sccrp_is_resent_only_when_the_sccrq_is() -> None:
+    # Until the LAC acknowledges our SCCRP it may be a forged source's: we answer each
+    # SCCRQ it sends (with the same SCCRP, same tunnel) and never resend on our own timer.
     endpoint = make_endpoint()
     net = Network(endpoint, Lac(secret=SECRET))
     net.drop_to_lac = lambda data: True
     tunnel = net.lac.open_tunnel(net.now)
     net.flush()
     sccrq = net.to_lns[0]
+    [first] = net.to_lac
     net.effects += endpoint.datagram_received(sccrq, LAC_ADDRESS, 0.5)
     assert len(endpoint.tunnels) == 1
-    [ack] = endpoint.datagrams_to_send(0.5)
-    assert kind(ack.data) == "ZLB"
+    [again] = endpoint.datagrams_to_send(0.5)
+    assert again.data == first  # the same SCCRP, acknowledging the same SCCRQ
+    net.advance(0.4)  # the LAC's own retransmission is not due yet; nor is anything of ours
+    assert len(net.to_lac) == 1
     net.drop_to_lac = lambda data: False
     net.advance(2.0)
     assert tunnel.phase is Phase.ESTABLISHED
     assert endpoint.counters["tunnels_created"] == 1
+    sccrqs = [kind(d) for d in net.to_lns].count(MessageType.SCCRQ)
+    # One SCCRP per SCCRQ the LAC sent (and the one above for the SCCRQ replayed by hand).
+    assert [kind(d) for d in net.to_lac].count(MessageType.SCCRP) == sccrqs
 
 
 def test_two_lacs_same_address_different_tunnel_ids_get_two_tunnels() -> None:
@@ -309,7 +317,6 @@ def test_wrong_version_is_counted_and_dropped(
         pytest.param(b"\x80\x00\x00\x00\x00\x07", id="avp-length-0"),
         pytest.param(b"\x80\x14\x00\x00\x00\x07lac", id="avp-length-past-the-end"),
         pytest.param(b"\x80\x08\x00", id="avp-header-cut-short"),
-        pytest.param(avp(AttributeType.ASSIGNED_TUNNEL_ID, b"\x01"), id="value-too-short"),
     ],
 )
 def test_malformed_avp_is_counted_and_dropped_unacknowledged(
@@ -326,6 +333,23 @@ def test_malformed_avp_is_counted_and_dropped_unacknowledged(
     net.advance(1.0)
     assert len(net.to_lac) == sent
     still_answers_hello(net, tunnel)  # with the same Ns the bad message had
+
+
+def test_value_that_does_not_fit_closes_the_tunnel_length_is_wrong(
+    up: tuple[Network, SimulatedTunnel],
+) -> None:
+    # Well framed, so sequenced and answered at once rather than left for the LAC to
+    # retransmit until it gives up: StopCCN, General error, "Length is wrong".
+    net, tunnel = up
+    payload = message_type(MessageType.HELLO) + avp(AttributeType.ASSIGNED_TUNNEL_ID, b"\x01")
+    effects = send(net, in_sequence(tunnel, payload))
+    accepted(tunnel)
+    assert [e.counter for e in effects if isinstance(e, PacketDropped)] == ["invalid_avp"]
+    assert net.endpoint.counters["invalid_avp"] == 1
+    result = result_of(net.to_lac[-1])
+    assert (result.result, result.error) == (StopCcnResult.GENERAL_ERROR, GeneralError.BAD_LENGTH)
+    assert "ASSIGNED_TUNNEL_ID" in result.message
+    assert tunnel.phase is Phase.CLOSED
 
 
 def test_unknown_avp_without_m_bit_is_ignored(up: tuple[Network, SimulatedTunnel]) -> None:
@@ -524,8 +548,9 @@ def test_unknown_mandatory_avp_in_an_sccrq_gets_a_stopccn_the_lac_can_match() ->
     )
     data = encode_control(0, 0, 0, 0, encode_message(sccrq))
     effects = endpoint.datagram_received(data, LAC_ADDRESS, 0.0)
-    assert [e for e in effects if isinstance(e, TunnelClosed)]
+    assert [e.counter for e in effects if isinstance(e, PacketDropped)] == ["unknown_mandatory_avp"]
     assert endpoint.counters["unknown_mandatory_avp"] == 1
+    assert endpoint.tunnels == {}  # answered without keeping state
     [stop] = endpoint.datagrams_to_send(0.0)
     assert kind(stop.data) == MessageType.StopCCN
     header = control_header(stop.data)

@@ -33,7 +33,9 @@ from lns.l2tp.avp import (
     encode_value,
     make,
 )
+from lns.l2tp.control import UnusableMessage, parse
 from lns.l2tp.message import ControlMessage, decode_message, encode_message
+from lns.l2tp.result import GeneralError
 from lns.l2tp.wire import MalformedPacket
 
 A = AttributeType
@@ -618,19 +620,7 @@ MALFORMED = [
     pytest.param(b"\xc0\x08\x00\x00\x00\x00\x00\x01", id="first-avp-hidden"),
     pytest.param(b"\x80\x09\x00\x00\x00\x00\x00\x00\x01", id="message-type-3-octets"),
     pytest.param(b"\x80\x07\x00\x00\x00\x00\x01", id="message-type-1-octet"),
-    pytest.param(HELLO + b"\x80\x09\x00\x00\x00\x09\x00\x00\x2a", id="tunnel-id-3-octets"),
-    pytest.param(HELLO + b"\x80\x07\x00\x00\x00\x09\x2a", id="tunnel-id-1-octet"),
-    pytest.param(HELLO + b"\x80\x0c\x00\x00\x00\x0a\x00\x00\x00\x00\x00\x08", id="rws-6-octets"),
-    pytest.param(HELLO + avp_header(13, 15) + bytes(15), id="challenge-response-15-octets"),
-    pytest.param(HELLO + avp_header(34, 25) + bytes(25), id="call-errors-25-octets"),
-    pytest.param(HELLO + avp_header(35, 11) + bytes(11), id="accm-11-octets"),
-    pytest.param(HELLO + avp_header(5, 7) + bytes(7), id="tie-breaker-7-octets"),
-    pytest.param(HELLO + avp_header(11, 0), id="empty-challenge"),
     pytest.param(HELLO + avp_header(36, 0), id="empty-random-vector"),
-    pytest.param(HELLO + avp_header(1, 1) + b"\x00", id="result-code-1-octet"),
-    pytest.param(HELLO + avp_header(1, 3) + b"\x00\x01\x00", id="result-code-3-octets"),
-    pytest.param(HELLO + avp_header(12, 2) + b"\x00\x10", id="q931-2-octets"),
-    pytest.param(HELLO + avp_header(39, 1) + b"\x00", id="sequencing-required-with-value"),
     pytest.param(
         HELLO + _hidden_avp(A.ASSIGNED_TUNNEL_ID, b"\x00\x2a", VECTOR),
         id="hidden-without-random-vector",
@@ -642,10 +632,6 @@ MALFORMED = [
     pytest.param(
         HELLO + avp_header(36, 16) + VECTOR + avp_header(9, 1, h=True) + b"\x00",
         id="hidden-1-octet-ciphertext",
-    ),
-    pytest.param(
-        HELLO + avp_header(36, 16) + VECTOR + _hidden_avp(9, b"\x00\x00\x2a", VECTOR),
-        id="hidden-tunnel-id-3-octets",
     ),
     pytest.param(
         HELLO
@@ -663,6 +649,42 @@ MALFORMED = [
 def test_malformed_body_raises_malformed_packet(body: bytes) -> None:
     with pytest.raises(MalformedPacket):
         decode_message(body, SECRET)
+
+
+# Well framed, but a known attribute's value does not fit its kind: decoded with the
+# AVP kept raw and its problem named, so the message can still be sequenced and
+# answered (StopCCN or CDN, "Length is wrong"), and it survives a round trip.
+INVALID_VALUES = [
+    pytest.param(HELLO + b"\x80\x09\x00\x00\x00\x09\x00\x00\x2a", id="tunnel-id-3-octets"),
+    pytest.param(HELLO + b"\x80\x07\x00\x00\x00\x09\x2a", id="tunnel-id-1-octet"),
+    pytest.param(HELLO + b"\x80\x0c\x00\x00\x00\x0a\x00\x00\x00\x00\x00\x08", id="rws-6-octets"),
+    pytest.param(HELLO + avp_header(13, 15) + bytes(15), id="challenge-response-15-octets"),
+    pytest.param(HELLO + avp_header(34, 25) + bytes(25), id="call-errors-25-octets"),
+    pytest.param(HELLO + avp_header(35, 11) + bytes(11), id="accm-11-octets"),
+    pytest.param(HELLO + avp_header(5, 7) + bytes(7), id="tie-breaker-7-octets"),
+    pytest.param(HELLO + avp_header(11, 0), id="empty-challenge"),
+    pytest.param(HELLO + avp_header(1, 1) + b"\x00", id="result-code-1-octet"),
+    pytest.param(HELLO + avp_header(1, 3) + b"\x00\x01\x00", id="result-code-3-octets"),
+    pytest.param(HELLO + avp_header(12, 2) + b"\x00\x10", id="q931-2-octets"),
+    pytest.param(HELLO + avp_header(39, 1) + b"\x00", id="sequencing-required-with-value"),
+    pytest.param(
+        HELLO + avp_header(36, 16) + VECTOR + _hidden_avp(9, b"\x00\x00\x2a", VECTOR),
+        id="hidden-tunnel-id-3-octets",
+    ),
+]
+
+
+@pytest.mark.parametrize("body", INVALID_VALUES)
+def test_value_that_does_not_fit_its_attribute_is_a_typed_error(body: bytes) -> None:
+    message = decode_message(body, SECRET)
+    [bad] = message.invalid()
+    assert isinstance(bad.value, bytes)
+    assert bad.problem
+    with pytest.raises(UnusableMessage) as raised:
+        parse(message)
+    assert raised.value.counter == "invalid_avp"
+    assert raised.value.error == GeneralError.BAD_LENGTH
+    assert decode_message(encode_message(message, SECRET), SECRET) == message
 
 
 def test_hidden_avp_without_secret_is_malformed() -> None:

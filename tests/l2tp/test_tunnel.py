@@ -430,14 +430,10 @@ def test_hidden_avps_both_ways() -> None:
     assert {AttributeType.PROXY_AUTHEN_NAME, AttributeType.PROXY_AUTHEN_RESPONSE} <= hidden(
         net.to_lns, MessageType.ICCN
     )
-    assert {
-        AttributeType.ASSIGNED_TUNNEL_ID,
-        AttributeType.CHALLENGE,
-        AttributeType.CHALLENGE_RESPONSE,
-    } <= hidden(net.to_lac, MessageType.SCCRP)
+    # Nothing of ours is hidden before the tunnel is established: it holds nothing the
+    # hiding protects, and an SCCRP must stay as small as a LAC's SCCRQ (no reflection).
+    assert hidden(net.to_lac, MessageType.SCCRP) == set()
     assert AttributeType.ASSIGNED_SESSION_ID in hidden(net.to_lac, MessageType.ICRP)
-    # Never hidden (section 4.4: Host Name, Protocol Version, Receive Window Size ...)
-    assert AttributeType.HOST_NAME not in hidden(net.to_lac, MessageType.SCCRP)
 
     [established] = net.of_type(CallEstablished)
     assert established.call.iccid == ICCIDS[5]
@@ -458,6 +454,11 @@ def test_hidden_avps_both_ways() -> None:
     assert call.result is not None
     assert call.result.result == 3
     assert AttributeType.ASSIGNED_SESSION_ID in hidden(net.to_lac, MessageType.CDN)
+    # Never hidden (section 4.4: Result Code, Host Name, Protocol Version ...)
+    net.endpoint.close_tunnel(tunnel.peer_tunnel_id, ResultCode(1), "test", net.now)
+    net.flush()
+    assert AttributeType.ASSIGNED_TUNNEL_ID in hidden(net.to_lac, MessageType.StopCCN)
+    assert AttributeType.RESULT_CODE not in hidden(net.to_lac, MessageType.StopCCN)
 
 
 def test_half_open_tunnel_is_given_up_on_both_sides() -> None:

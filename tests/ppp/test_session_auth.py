@@ -14,6 +14,7 @@ import random
 import pytest
 
 from lns.l2tp.avp import AttributeType, MessageType, make
+from lns.l2tp.control import Iccn, parse
 from lns.l2tp.message import ControlMessage, decode_message, encode_message
 from lns.l2tp.proxy import ProxyAuth, ProxyAuthenType, ProxyLcp, proxy_auth_from
 from lns.ppp import chap, pap
@@ -93,6 +94,8 @@ def test_proxy_chap_id_comes_from_the_low_byte_of_avp_32() -> None:
     iccn = ControlMessage(
         MessageType.ICCN,
         (
+            make(AttributeType.TX_CONNECT_SPEED, 100_000_000),
+            make(AttributeType.FRAMING_TYPE, 1),
             make(AttributeType.PROXY_AUTHEN_TYPE, int(ProxyAuthenType.CHAP)),
             make(AttributeType.PROXY_AUTHEN_NAME, b"device"),
             make(AttributeType.PROXY_AUTHEN_CHALLENGE, challenge),
@@ -100,7 +103,9 @@ def test_proxy_chap_id_comes_from_the_low_byte_of_avp_32() -> None:
             make(AttributeType.PROXY_AUTHEN_RESPONSE, response),
         ),
     )
-    proxy_auth = proxy_auth_from(decode_message(encode_message(iccn)))
+    record = parse(decode_message(encode_message(iccn)))
+    assert isinstance(record, Iccn)
+    proxy_auth = proxy_auth_from(record)
     assert proxy_auth is not None
 
     link = Link(proxy_lcp=to_l2tp_proxy_lcp(random.Random(1)), proxy_auth=proxy_auth)
