@@ -156,6 +156,19 @@ class RadiusServer:
     acct_port: int = 1813
     timeout: float = 3.0
     retries: int = 3
+    # "udp", or "tls": RadSec (RFC 6614), one TLS connection to `port` for everything.
+    transport: str = "udp"
+    port: int = 2083
+    ca: str | None = None  # PEM file of the CAs trusted to sign the server's certificate
+    cert: str | None = None  # PEM file of our client certificate (RFC 6614 requires one)
+    key: str | None = None  # PEM file of its private key, unencrypted
+    server_name: str | None = None  # the DNS name or IP the certificate must carry; None: address
+    keepalive_interval: float = 30.0  # seconds of silence before a Status-Server (RFC 5997)
+
+    @property
+    def tls_name(self) -> str:
+        """The name the server's certificate is checked against."""
+        return self.server_name if self.server_name is not None else str(self.address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +307,7 @@ class _Here:
 
     source: str
     label: str
+    given: frozenset[str] = frozenset()  # the keys written in this table
 
     def error(self, key: str, problem: str) -> ConfigError:
         where = f"{self.label} {key}" if self.label else f"[{key}]"
@@ -327,7 +341,9 @@ def _build(spec: _Spec[T], data: Mapping[str, object], here: _Here) -> T:
         else:
             kwargs[attr] = converted
     built = spec.cls(**kwargs)
-    return spec.finish(built, here) if spec.finish else built
+    if spec.finish is None:
+        return built
+    return spec.finish(built, dataclasses.replace(here, given=frozenset(data)))
 
 
 def _build_sub(row: _Sub, value: object, here: _Here, key: str) -> Any:
@@ -528,6 +544,59 @@ def _listen(value: object) -> tuple[str, int]:
     return str(address), port
 
 
+def _pem_file(kind: str) -> Callable[[object], str]:
+    """A readable PEM file holding `kind`: "certificate" (one or more) or "private key".
+
+    Only the path and what is wrong appear in a message, never the file's content
+    (a key file is a secret).
+    """
+
+    def convert(value: object) -> str:
+        path = _string(value)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(1 << 20)
+        except OSError as exc:
+            raise _Invalid(f"cannot read {path!r}: {exc.strerror or exc}") from None
+        # Imported here: only a RadSec configuration needs it.
+        from cryptography import x509
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+
+        if kind == "certificate":
+            try:
+                certificates = x509.load_pem_x509_certificates(data)
+            except ValueError:
+                certificates = []
+            if not certificates:
+                raise _Invalid(f"no PEM certificate in {path!r}")
+            return path
+        try:
+            serialization.load_pem_private_key(data, password=None)
+        except TypeError:
+            raise _Invalid(
+                f"the private key in {path!r} is encrypted; lns needs it unencrypted"
+            ) from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise _Invalid(f"no usable PEM private key in {path!r}") from None
+        return path
+
+    return convert
+
+
+def _server_name(value: object) -> str:
+    """A DNS name (RFC 1123 labels) or an IP address, as a certificate carries it."""
+    name = _string(value)
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    label = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+    if len(name) > 253 or not re.fullmatch(rf"{label}(\.{label})*\.?", name):
+        raise _Invalid(f"not a DNS name or IP address: {_show(value)}")
+    return name.rstrip(".").lower()
+
+
 def _template(value: object) -> str:
     """A RADIUS attribute template: text with only {iccid} and {name} fields."""
     text = _string(value)
@@ -587,6 +656,49 @@ def _finish_lac(lac: LacConfig, here: _Here) -> LacConfig:
             "secret", "required key is missing (leave it out only with `authenticate = false`)"
         )
     return lac
+
+
+_UDP_ONLY = ("auth_port", "acct_port", "retries")
+_TLS_ONLY = ("port", "ca", "cert", "key", "server_name", "keepalive_interval")
+# RFC 6614 section 2.3: the shared secret of RADIUS over TLS is "radsec" unless set.
+_RADSEC_SECRET = "radsec"
+
+
+def _finish_radius(server: RadiusServer, here: _Here) -> RadiusServer:
+    tls = server.transport == "tls"
+    for key in _TLS_ONLY if not tls else _UDP_ONLY:
+        if key in here.given:
+            needs = 'transport = "tls"' if not tls else 'transport = "udp"'
+            raise here.error(key, f"only with {needs}")
+    if not tls:
+        if server.secret is None:
+            raise here.error("secret", "required key is missing")
+        return server
+    for key in ("ca", "cert", "key"):
+        if getattr(server, key) is None:
+            raise here.error(key, 'required key is missing (transport = "tls")')
+    assert server.cert is not None
+    assert server.key is not None
+    if not _key_matches_certificate(server.cert, server.key):
+        raise here.error("key", f"{server.key!r} is not the private key of cert {server.cert!r}")
+    if server.secret is None:
+        return dataclasses.replace(server, secret=Secret(_RADSEC_SECRET))
+    return server
+
+
+def _key_matches_certificate(cert_path: str, key_path: str) -> bool:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    with open(cert_path, "rb") as f:
+        certificate = x509.load_pem_x509_certificates(f.read())[0]
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    encoding, form = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(
+        certificate.public_key().public_bytes(encoding, form)
+        == key.public_key().public_bytes(encoding, form)
+    )
 
 
 # --- The tables: every key of DESIGN.md section 7 ---
@@ -651,12 +763,21 @@ _RADIUS = _Spec(
     "[[aaa.radius]]",
     {
         "address": _Key(_ip_address, default=_REQUIRED),
+        "transport": _Key(_one_of("udp", "tls")),
         "auth_port": _Key(_PORT),
         "acct_port": _Key(_PORT),
-        "secret": _Key(_secret, default=_REQUIRED),
+        "port": _Key(_PORT),
+        # Required for UDP; RadSec's default is "radsec" (`_finish_radius`).
+        "secret": _Key(_secret, default=None),
         "timeout": _Key(_POSITIVE),
         "retries": _Key(_integer(0)),
+        "ca": _Key(_pem_file("certificate")),
+        "cert": _Key(_pem_file("certificate")),
+        "key": _Key(_pem_file("private key")),
+        "server_name": _Key(_server_name),
+        "keepalive_interval": _Key(_POSITIVE),
     },
+    finish=_finish_radius,
 )
 
 _DYNAUTH_CLIENT = _Spec(

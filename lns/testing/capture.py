@@ -86,10 +86,6 @@ def tshark_available() -> bool:
     )
 
 
-def _port_filter(ports: Iterable[int]) -> str:
-    return " or ".join(f"udp port {int(p)}" for p in ports)
-
-
 class Capture:
     """Capture the UDP traffic on some loopback ports into a pcapng file, completely.
 
@@ -108,13 +104,17 @@ class Capture:
         path: str | os.PathLike[str],
         ports: Sequence[int],
         *,
+        tcp_ports: Sequence[int] = (),
         interface: str = "lo",
         timeout: float = 10.0,
     ) -> None:
-        if not ports:
+        if not ports and not tcp_ports:
             raise ValueError("Capture needs at least one port")
         self.path = Path(path)
         self.ports = [int(p) for p in ports]
+        # TCP ports captured too (RadSec); the sync marker is a UDP datagram all the same,
+        # and loopback delivers in order whatever the protocol.
+        self.tcp_ports = [int(p) for p in tcp_ports]
         self.interface = interface
         self.timeout = timeout
         self.stderr_lines: list[str] = []
@@ -148,7 +148,8 @@ class Capture:
         marker.bind((LOOPBACK, 0))
         self._marker_sock = marker
         self._marker_port = marker.getsockname()[1]
-        capture_filter = f"{_port_filter(self.ports)} or udp dst port {self._marker_port}"
+        wanted = [f"udp port {p}" for p in self.ports] + [f"tcp port {p}" for p in self.tcp_ports]
+        capture_filter = f"{' or '.join(wanted)} or udp dst port {self._marker_port}"
         self._raw_path.unlink(missing_ok=True)
         cmd = [
             tshark, "-n", "-i", self.interface, "-f", capture_filter,

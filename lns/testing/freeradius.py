@@ -9,7 +9,13 @@ of its own and changed only where a test server must differ (notes/peers.md):
   specific match for 127.0.0.1, so a second client would have no effect);
 - the users file (`mods-config/files/authorize`) is ours, keyed by ICCID;
 - logs, accounting detail files and the run directory live inside the directory;
-- `reject_delay` is 0, so an Access-Reject comes back at once rather than after 1 s.
+- `reject_delay` is 0, so an Access-Reject comes back at once rather than after 1 s;
+- with `radsec`, RadSec listeners (RFC 6614: TLS over TCP, auth+acct), each on its
+  own port with its own certificate, in a site file of ours (the stock
+  `sites-available/tls` also defines a proxy home server we do not want), requiring
+  a client certificate of the given CA, for the clients of 127.0.0.0/8 with the
+  secret "radsec"; certificates, keys and CAs are copied into the directory so that
+  `freerad` can read them.
 
 The directory and its parents are readable by the `freerad` user that the server
 switches to (a `mkdtemp` directory is mode 0700, hence the chmod).
@@ -26,9 +32,17 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FreeRadius", "FreeRadiusError", "detail_records", "ensure_freeradius", "records_of"]
+__all__ = [
+    "FreeRadius",
+    "FreeRadiusError",
+    "RadsecListener",
+    "detail_records",
+    "ensure_freeradius",
+    "records_of",
+]
 
 STOCK_CONFIG = Path("/etc/freeradius/3.0")
 READY = "Ready to process requests"
@@ -90,8 +104,60 @@ def listen_sections(host: str, auth_port: int, acct_port: int) -> str:
     )
 
 
+@dataclass(frozen=True)
+class RadsecListener:
+    """A RadSec listener: its TCP port and the server's TLS files (PEM)."""
+
+    port: int
+    cert: Path  # the server's certificate
+    key: Path  # its private key
+    ca: Path  # the CA that client certificates must chain to
+    secret: str = "radsec"  # RFC 6614 section 2.3
+    idle_timeout: int = 0  # seconds before FreeRADIUS closes an idle connection; 0: never
+
+
+def radsec_site(listeners: Sequence[tuple[RadsecListener, Path]]) -> str:
+    """A site file with the RadSec listeners (each with the directory of its files) and
+    their clients, in one `clients radsec` section (one secret for all)."""
+    text = "".join(_radsec_listen(listener, directory) for listener, directory in listeners)
+    return text + (
+        "clients radsec {\n"
+        "\tclient lns {\n"
+        "\t\tipaddr = 127.0.0.0/8\n"
+        "\t\tproto = tls\n"
+        f"\t\tsecret = {listeners[0][0].secret}\n"
+        "\t}\n"
+        "}\n"
+    )
+
+
+def _radsec_listen(listener: RadsecListener, directory: Path) -> str:
+    return (
+        "listen {\n"
+        "\tipaddr = 127.0.0.1\n"
+        f"\tport = {listener.port}\n"
+        "\ttype = auth+acct\n"
+        "\tproto = tcp\n"
+        "\tvirtual_server = default\n"
+        "\tclients = radsec\n"
+        f"\tlimit {{\n\t\tidle_timeout = {listener.idle_timeout}\n\t}}\n"
+        "\ttls {\n"
+        f"\t\tprivate_key_file = {directory}/server.key\n"
+        f"\t\tcertificate_file = {directory}/server.pem\n"
+        f"\t\tca_file = {directory}/ca.pem\n"
+        "\t\trequire_client_cert = yes\n"
+        '\t\ttls_min_version = "1.2"\n'
+        "\t}\n"
+        "}\n"
+    )
+
+
 class FreeRadius:
-    """One FreeRADIUS process: `start()` returns once it said it is ready, `stop()` ends it."""
+    """One FreeRADIUS process: `start()` returns once it said it is ready, `stop()` ends it.
+
+    `restart()` stops the process and starts it again on the same directory and ports
+    (a server restart as an operator does it); `stop()` also removes the directory.
+    """
 
     def __init__(
         self,
@@ -101,7 +167,9 @@ class FreeRadius:
         acct_port: int,
         host: str = "127.0.0.1",
         ready_timeout: float = 60.0,
+        radsec: Sequence[RadsecListener] = (),
     ) -> None:
+        self.radsec = tuple(radsec)
         self.secret = secret
         self.users = users
         self.host = host
@@ -157,6 +225,19 @@ class FreeRadius:
         (directory / "mods-config" / "files" / "authorize").write_text(self.users)
         for sub in ("log", "run", "log/radacct"):
             (directory / sub).mkdir(exist_ok=True)
+        if self.radsec:
+            placed: list[tuple[RadsecListener, Path]] = []
+            for number, listener in enumerate(self.radsec):
+                tls = directory / "radsec" / str(number)
+                tls.mkdir(parents=True)
+                for source, name in (
+                    (listener.cert, "server.pem"),
+                    (listener.key, "server.key"),
+                    (listener.ca, "ca.pem"),
+                ):
+                    shutil.copyfile(source, tls / name)
+                placed.append((listener, tls))
+            (directory / "sites-enabled" / "radsec").write_text(radsec_site(placed))
         if os.geteuid() == 0:
             self._chown_to_freerad(directory)
         return directory
@@ -187,7 +268,20 @@ class FreeRadius:
     # --- process -----------------------------------------------------------------------
 
     def start(self, binary: str) -> None:
-        directory = self.prepare()
+        self.prepare()
+        self.start_process(binary)
+
+    def restart(self, binary: str) -> None:
+        """Stop the process and start it again, same configuration; returns once ready."""
+        self.stop_process()
+        self.start_process(binary)
+
+    def start_process(self, binary: str) -> None:
+        """Start FreeRADIUS on the prepared directory; returns once it is ready."""
+        directory = self.directory
+        assert directory is not None
+        self.ready = False
+        self._ready_or_exited = threading.Event()
         # -f: foreground; -l stdout: its log on our pipe, where we wait for READY.
         self._process = subprocess.Popen(
             [binary, "-f", "-l", "stdout", "-d", str(directory)],
@@ -222,6 +316,13 @@ class FreeRadius:
         return "\n".join(self.output[-lines:])
 
     def stop(self) -> None:
+        self.stop_process()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def stop_process(self) -> None:
+        """End the process (SIGTERM), keeping the directory for `start_process`."""
         process = self._process
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -232,9 +333,7 @@ class FreeRadius:
                 process.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
+            self._reader = None
 
 
 def detail_records(server: FreeRadius) -> list[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""Free UDP ports on loopback for servers started by a test."""
+"""Free UDP and TCP ports on loopback for servers started by a test."""
 
 from __future__ import annotations
 
@@ -7,5 +7,11 @@ import socket
 
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
