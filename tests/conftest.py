@@ -7,7 +7,10 @@ live here.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -70,3 +73,56 @@ def netns_factory(require_namespaces: None) -> Iterator[Callable[[], NetNs]]:
     finally:
         for namespace in reversed(created):
             namespace.delete()
+
+
+# --- the `integration` marker -------------------------------------------------------------
+
+# A test that uses one of these fixtures starts or reaches a real component.
+REAL_COMPONENT_FIXTURES = frozenset(
+    {
+        "freeradius",  # FreeRADIUS on loopback
+        "freeradius_binary",  # the installed FreeRADIUS (apt-get when missing)
+        "radclient",
+        "netns_factory",  # network namespaces, TUN devices, processes inside them
+        "require_namespaces",
+        "postgres_schema_url",  # the PostgreSQL server
+        "postgres_url",
+        "lns_server",  # twistd -n lns as a process
+    }
+)
+# Directories of tests/ whose every test starts a real component.
+INTEGRATION_DIRECTORIES = ("integration",)
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks `integration` every test that uses a real component's fixture or lives in an
+    integration directory; modules elsewhere mark themselves (``pytestmark``) or their
+    tests."""
+    for item in items:
+        directory = item.path.relative_to(TESTS).parts[0]
+        if directory in INTEGRATION_DIRECTORIES or REAL_COMPONENT_FIXTURES.intersection(
+            getattr(item, "fixturenames", ())
+        ):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test not marked `integration` that starts a process fails, saying so: the fast
+    suite (``-m "not integration"``) stays fast and needs nothing installed."""
+    if request.node.get_closest_marker("integration") is not None:
+        return
+    test = request.node.nodeid
+
+    def refuse(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError(
+            f"{test} starts a process: mark it `integration` (pytest.mark.integration)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    for name in ("fork", "posix_spawn", "posix_spawnp"):
+        monkeypatch.setattr(os, name, refuse)

@@ -2,8 +2,10 @@
 
 Tests and the load generator drive a :class:`~lns.testing.lacsim.lac.Lac` through
 this: after every action call :meth:`LacClient.flush`; :meth:`LacClient.until`
-returns a Deferred that fires once a condition on the simulator holds
-(checked after every datagram and timer), so nothing sleeps.
+returns a Deferred that fires once a condition holds, so nothing sleeps. A condition
+is checked after every datagram and timer of the simulator, and every
+`POLL_INTERVAL` while something waits, so it may also look at an LNS running in the
+same process (a counter of the server that no datagram to the LAC announces).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from twisted.internet.protocol import DatagramProtocol
 
 from lns.runtime import DeadlineTimer
 from lns.testing.lacsim.lac import Lac
+
+POLL_INTERVAL = 0.01  # seconds between checks of the awaited conditions
 
 
 class ConditionTimeout(Exception):
@@ -39,6 +43,7 @@ class LacClient(DatagramProtocol):
         self.datagrams_received = 0
         self._timer = DeadlineTimer(reactor, self._on_timer)
         self._waiters: list[tuple[Callable[[], bool], defer.Deferred[None], IDelayedCall]] = []
+        self._poll: IDelayedCall | None = None
 
     def start(self) -> int:
         """Bind an ephemeral port on ``local_host``; returns it."""
@@ -49,6 +54,9 @@ class LacClient(DatagramProtocol):
 
     def stop(self) -> defer.Deferred[None] | None:
         self._timer.cancel()
+        if self._poll is not None and self._poll.active():
+            self._poll.cancel()
+        self._poll = None
         if self.transport is None:
             return None
         result = self.transport.stopListening()
@@ -84,7 +92,15 @@ class LacClient(DatagramProtocol):
             waiting.errback(ConditionTimeout(f"condition not met within {timeout} s"))
 
         self._waiters.append((condition, waiting, self.reactor.callLater(timeout, expire)))
+        if self._poll is None:
+            self._poll = self.reactor.callLater(POLL_INTERVAL, self._polled)
         return waiting
+
+    def _polled(self) -> None:
+        self._poll = None
+        self._check()
+        if self._waiters:
+            self._poll = self.reactor.callLater(POLL_INTERVAL, self._polled)
 
     def _check(self) -> None:
         ready = [w for w in self._waiters if w[0]()]

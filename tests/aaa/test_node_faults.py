@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
@@ -31,6 +32,8 @@ from lns.testing.ports import free_udp_port
 from lns.testing.processes import twistd_command, working_tree_env
 from lns.testing.relay import LossyRelay
 from lns.testing.sims import PLAIN, RADIUS_SECRET, STATIC
+
+pytestmark = pytest.mark.integration  # nodes and twistd on loopback, the session's FreeRADIUS
 
 L2TP_SECRET = "node-faults-l2tp-secret"
 POOL = ipaddress.ip_network("100.64.31.0/28")

@@ -8,6 +8,7 @@ import ipaddress
 import random
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
@@ -21,6 +22,8 @@ from lns.testing.lacsim.device import Device
 from lns.testing.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap, proxy_pap
 from lns.testing.ports import free_udp_port
 from lns.testing.sims import BARRED, BY_ICCID, PLAIN, RADIUS_SECRET, STATIC
+
+pytestmark = pytest.mark.integration  # a node on loopback, the session's FreeRADIUS, radclient
 
 L2TP_SECRET = "node-radius-l2tp-secret"
 DAE_SECRET = "node-radius-dae-secret"

@@ -9,6 +9,7 @@ import ipaddress
 import random
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.logger import LogEvent, globalLogPublisher
@@ -159,6 +160,7 @@ class AcceptAll:
         return defer.succeed(Decision(True, idle_timeout=600.0))
 
 
+@pytest.mark.integration  # a node on loopback UDP, a LAC on another socket
 @pytest_twisted.inlineCallbacks
 def test_node_without_a_device_counts_a_sessions_ip_packets(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'lns.db'}"

@@ -29,6 +29,8 @@ from lns.testing.dataplane_site import (
 from lns.testing.freeradius import FreeRadiusError, ensure_freeradius
 from lns.testing.netns import NetNs
 
+pytestmark = pytest.mark.integration  # namespaces, twistd with its TUN device, FreeRADIUS
+
 
 @pytest.fixture
 def site_factory(

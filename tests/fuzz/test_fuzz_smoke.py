@@ -34,6 +34,7 @@ def test_seed_corpus_is_present() -> None:
     assert sorted(path.name for path in corpus.iterdir())
 
 
+@pytest.mark.integration  # the fuzzer runs as a child process for LNS_FUZZ_SECONDS
 @pytest.mark.parametrize("harness", HARNESSES, ids=lambda path: path.stem)
 def test_harness_runs_clean(harness: Path, tmp_path: Path) -> None:
     seconds = int(os.environ.get("LNS_FUZZ_SECONDS", "20"))

@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lns.testing.processes import working_tree_env
 from lns.testing.sims import LOADGEN_SIMS as SIMS
 from lns.testing.sims import loadgen_iccid as iccid
+
+pytestmark = pytest.mark.integration  # twistd, FreeRADIUS and lns-loadgen as processes
 
 
 def loadgen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -82,9 +82,9 @@ def postgres_url(postgres_schema_url: str) -> str:
     return postgres_schema_url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def url(request: pytest.FixtureRequest) -> str:
-    """A migrated database of each backend."""
+    """A migrated database of each backend (PostgreSQL's tests are `integration` ones)."""
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     value: str = request.getfixturevalue(fixture)
     return value

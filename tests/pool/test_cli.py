@@ -445,6 +445,7 @@ def test_unusable_urls_are_one_line_without_the_password(admin, url, reason):
     assert ":pw@" not in text
 
 
+@pytest.mark.integration  # a child process
 def test_the_installed_entry_point_runs_as_a_module(sqlite_url, tmp_path):
     root = Path(cli.__file__).resolve().parent.parent
     env = {**os.environ, "LNS_DATABASE_URL": sqlite_url}
