@@ -358,8 +358,11 @@ class PppSession:
                 return []
             if code == Code.ECHO_REQUEST:
                 magic = self.lcp_policy.echo_magic.to_bytes(4, "big")
-                reply = ControlPacket(Code.ECHO_REPLY, packet.identifier, magic + packet.data[4:])
-                return [self._lcp_send(reply)]
+                # RFC 1661 section 5.8 copies the request's data into the reply; never
+                # past the peer's MRU (header and magic included): no echo amplifies.
+                room = max(0, self.lcp_policy.peer_mru - 8)
+                data = magic + packet.data[4 : 4 + room]
+                return [self._lcp_send(ControlPacket(Code.ECHO_REPLY, packet.identifier, data))]
             if code == Code.ECHO_REPLY:
                 self._echo_outstanding = 0
                 return []
