@@ -15,6 +15,7 @@ mangles `%` and would keep the password in yet another place.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,6 +115,7 @@ def _sqlite_engine(url: URL) -> Engine:
             f"{safe_url(url)}: an in-memory SQLite database cannot be shared by the "
             "server's threads; name a file, e.g. 'sqlite:///lns.db'"
         )
+    _create_private(url)
     # One connection, whatever `pool_size` says. SQLite has one writer at a time
     # anyway, and threads queue for the pooled connection first come, first
     # served, where SQLite's busy handler polls with growing sleeps and can let
@@ -145,6 +147,24 @@ def _sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _create_private(url: URL) -> None:
+    """Create a missing database file readable by its owner only (0600).
+
+    Leases and the accounting spool hold ICCIDs and addresses. SQLite creates its
+    -wal and -shm files with the permissions of the database file, so making the
+    file first, before SQLite does (with the umask's 0644), covers all three. An
+    existing file is left as its owner made it; a path that cannot be created is
+    left for SQLite to report.
+    """
+    if url.database is None or url.query.get("uri"):
+        return
+    try:
+        fd = os.open(url.database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return
+    os.close(fd)
 
 
 def _postgres_engine(url: URL, pool_size: int) -> Engine:
