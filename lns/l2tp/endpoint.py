@@ -14,7 +14,8 @@ dropped; each source address gets ``unauthenticated_per_source`` messages a
 second before it proves the secret; the caps on tunnels (node-wide and per
 LAC, established or being set up) refuse an SCCRQ before its AVPs are
 decoded; and every reply sent without keeping state shares one budget of
-``stateless_replies`` a second. A message from a configured LAC for a tunnel
+``stateless_replies`` a second (a refusal to an unlisted address is never
+longer than the SCCRQ it answers). A message from a configured LAC for a tunnel
 we do not know (we restarted, say) is answered with a StopCCN naming that
 tunnel (section 6.4: header Tunnel ID 0, Assigned Tunnel ID), so the LAC
 re-establishes at once instead of waiting for its HELLO to time out.
@@ -34,7 +35,13 @@ from lns.l2tp.admission import PerSecond
 from lns.l2tp.avp import AttributeType, MessageType, ResultCode, make
 from lns.l2tp.control import Sccrq, UnusableMessage, parse
 from lns.l2tp.effects import Effect, PacketDropped, PppFrameReceived, TunnelRefused
-from lns.l2tp.header import ControlPacket, DataPacket, decode_packet, encode_control
+from lns.l2tp.header import (
+    CONTROL_HEADER_LENGTH,
+    ControlPacket,
+    DataPacket,
+    decode_packet,
+    encode_control,
+)
 from lns.l2tp.message import ControlMessage, decode_message, encode_message, peek
 from lns.l2tp.result import GeneralError, StopCcnResult
 from lns.l2tp.session import CallState
@@ -353,8 +360,10 @@ class LnsEndpoint:
         hostname = _text(plain.get(AttributeType.HOST_NAME))
         peer_tunnel = _u16(plain.get(AttributeType.ASSIGNED_TUNNEL_ID))
         if mtype == MessageType.SCCRQ and peer_tunnel:
+            # Never more bytes than it sent: it may be anyone's forged address.
             result = ResultCode(StopCcnResult.NOT_AUTHORIZED, 0, "not authorized")
-            self._send_stateless(peer_tunnel, 0, packet, result, peer, local)
+            size = CONTROL_HEADER_LENGTH + len(packet.payload)
+            self._send_stateless(peer_tunnel, 0, packet, result, peer, local, limit=size)
         return [TunnelRefused(peer, hostname, problem)]
 
     # --- messages for tunnels we do not know --------------------------------------------
@@ -410,12 +419,13 @@ class LnsEndpoint:
         result: ResultCode,
         peer: Address,
         local: str | None,
+        limit: int | None = None,
     ) -> None:
         """A StopCCN that acknowledges ``packet`` (when a control message) and says why not.
 
         Addressed to the peer's tunnel when we know it; else to tunnel 0 with our
         (former) tunnel ID in the Assigned Tunnel ID, by which the peer finds its
-        tunnel (RFC 2661 section 6.4).
+        tunnel (RFC 2661 section 6.4). Not sent when longer than ``limit`` bytes.
         """
         body = encode_message(
             ControlMessage(
@@ -427,7 +437,11 @@ class LnsEndpoint:
             )
         )
         nr = (packet.ns + 1) & 0xFFFF if packet is not None else 0
-        self._outbox.append(Datagram(encode_control(peer_tunnel, 0, 0, nr, body), peer, local))
+        data = encode_control(peer_tunnel, 0, 0, nr, body)
+        if limit is not None and len(data) > limit:
+            self.counters["stateless_withheld"] += 1
+            return
+        self._outbox.append(Datagram(data, peer, local))
 
     # --- commands from the layers above ---------------------------------------------
 

@@ -1,6 +1,6 @@
 """Run each fuzz harness for a bounded time (STYLE.md section 8).
 
-``LNS_FUZZ_SECONDS`` sets the budget per harness (default 20). libFuzzer exits 0 when
+``LNS_FUZZ_SECONDS`` sets the budget per harness (default 10; two harnesses). libFuzzer exits 0 when
 ``-max_total_time`` runs out without a failure, and non-zero on the first input that
 breaks the harness's invariant, leaving the input in the test's temporary directory.
 """
@@ -37,7 +37,7 @@ def test_seed_corpus_is_present() -> None:
 @pytest.mark.integration  # the fuzzer runs as a child process for LNS_FUZZ_SECONDS
 @pytest.mark.parametrize("harness", HARNESSES, ids=lambda path: path.stem)
 def test_harness_runs_clean(harness: Path, tmp_path: Path) -> None:
-    seconds = int(os.environ.get("LNS_FUZZ_SECONDS", "20"))
+    seconds = int(os.environ.get("LNS_FUZZ_SECONDS", "10"))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     # The wall-clock bound leaves room for start-up; the run itself stops at max_total_time.
     result = subprocess.run(

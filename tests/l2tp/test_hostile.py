@@ -485,3 +485,13 @@ def test_a_tunnel_never_established_is_given_up_even_without_our_timer_running()
     effects = conn.handle_timer(31.0)
     assert [type(e) for e in effects] == [TunnelClosed]
     assert conn.finished(31.0)
+
+
+def test_a_refusal_to_an_unlisted_address_is_never_longer_than_the_sccrq() -> None:
+    endpoint = make_endpoint(network="192.0.2.0/24")
+    bare = ControlMessage(MessageType.SCCRQ, (make(AttributeType.ASSIGNED_TUNNEL_ID, 5),))
+    tiny = encode_control(0, 0, 0, 0, encode_message(bare))  # 28 bytes; our StopCCN is 52
+    effects = endpoint.datagram_received(tiny, ("198.51.100.7", 1701), 0.0)
+    assert [type(e) for e in effects] == [TunnelRefused]
+    assert endpoint.datagrams_to_send(0.0) == []
+    assert endpoint.counters["stateless_withheld"] == 1
