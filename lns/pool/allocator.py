@@ -5,7 +5,15 @@ transaction (`with engine.begin() as connection: allocate(connection, ...)`), so
 that a refusal rolls back to nothing written. Only `lns.adapters.pool` knows
 about threads.
 
-`allocate` tries, in order (FreeRADIUS sqlippool's order, with reservations
+The newest attach of a SIM wins (DESIGN.md section 5): when the ICCID already
+holds a live lease in the pool it is allocated from (the pool named, or the one
+holding the requested address), on this node or any other, that lease is ended in
+the same transaction and handed back in `Lease.taken_over`, so the caller can
+clear the old session; the steps below then usually give the same address back
+(sticky). The old session's own release later finds a newer generation on the row
+and changes nothing.
+
+`allocate` then tries, in order (FreeRADIUS sqlippool's order, with reservations
 first):
 
 1. the address reserved for this ICCID in the pool (`lns-admin pool reserve`);
@@ -91,7 +99,11 @@ class AllocationRequest:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A live lease. (address, generation) identifies it: see `release`."""
+    """A live lease. (address, generation) identifies it: see `release`.
+
+    `taken_over`: the live leases of older sessions of the same ICCID that the
+    allocation of this one ended (the newest attach wins).
+    """
 
     pool: str
     address: ipaddress.IPv4Address
@@ -102,6 +114,7 @@ class Lease:
     started_at: datetime
     origin: LeaseOrigin
     generation: int
+    taken_over: tuple[Lease, ...] = ()
 
 
 if TYPE_CHECKING:
@@ -166,10 +179,9 @@ class AddressReserved(PoolError):
 
 
 class IccidHasLease(PoolError):
-    """The ICCID already holds a live lease in the pool (one per ICCID and pool).
-
-    Typically a SIM that reattached before its old session was torn down: the
-    caller may close the session of `lease` and try again.
+    """The ICCID got a live lease in the pool from a concurrent allocation (one per
+    ICCID and pool, enforced by the schema): the caller may try again, which takes
+    that lease over.
     """
 
     def __init__(self, iccid: str, pool: str | None, lease: Lease | None = None) -> None:
@@ -378,7 +390,8 @@ def allocate(
 
     Raises UnknownPool, PoolExhausted, AddressOutsidePool (the requested
     address is in no pool: the caller may use it unmanaged), AddressInUse,
-    AddressReserved or IccidHasLease; ValueError for a malformed argument.
+    AddressReserved or IccidHasLease (a concurrent allocation for the same
+    ICCID won the race); ValueError for a malformed argument.
     """
     _check_session(iccid, node, tunnel_id, session_id)
     requested = None if requested_address is None else _ipv4(requested_address)
@@ -391,8 +404,7 @@ def allocate(
         if row.reserved_iccid == iccid:
             reserved.add(row.pool_id)
     pool_id = connection.scalar(_POOL_ID_OF, {"pool": pool})
-    if pool_id is not None and pool_id in held:
-        raise IccidHasLease(iccid, pool, held[pool_id])
+    taken_over = _take_over(connection, held, pool_id, requested, now)
     parameters: dict[str, Any] = {
         "iccid": iccid,
         "node": node,
@@ -422,6 +434,7 @@ def allocate(
             now,
             LeaseOrigin(row.lease_origin),
             row.generation,
+            taken_over,
         )
 
     if pool_id in reserved:
@@ -439,6 +452,28 @@ def allocate(
     if lease is None:
         raise PoolExhausted(pool)
     return lease
+
+
+def _take_over(
+    connection: Connection,
+    held: dict[int, Lease],
+    pool_id: int | None,
+    requested: ipaddress.IPv4Address | None,
+    now: datetime,
+) -> tuple[Lease, ...]:
+    """End the ICCID's live leases in the pools this allocation draws from; they leave
+    `held`, and come back as the leases taken over."""
+    pools = {pool_id} if pool_id is not None else set()
+    if requested is not None and held:
+        holder = connection.scalar(
+            select(PoolAddress.pool_id).where(PoolAddress.address == str(requested))
+        )
+        if holder is not None:
+            pools.add(holder)
+    taken = tuple(held.pop(pool) for pool in sorted(pools) if pool in held)
+    for lease in taken:
+        release(connection, lease, now=now)
+    return taken
 
 
 def release(connection: Connection, lease: Lease, *, now: datetime | None = None) -> bool:

@@ -6,6 +6,7 @@ is exact; each runs in a migrated database of its own, for each backend.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +20,6 @@ from lns.pool.allocator import (
     AddressInUse,
     AddressOutsidePool,
     AddressReserved,
-    IccidHasLease,
     Lease,
     LeaseOrigin,
     PoolExhausted,
@@ -261,18 +261,38 @@ def test_exhaustion_is_a_clear_error_with_nothing_written(engine, clock):
     assert snapshot(engine) == before
 
 
-def test_one_live_lease_per_iccid_and_pool(engine, clock):
+def test_the_newest_attach_takes_the_live_lease_over(engine, clock):
+    # DESIGN.md section 5: one live lease per ICCID and pool; a SIM that attaches
+    # again (on this node or another) takes its lease over in the same transaction.
     add(engine, "p", "10.0.0.0/29")
     add(engine, "q", "10.1.0.0/29")
     first = take(engine, clock, 1)
-    with pytest.raises(IccidHasLease) as refused:
-        take(engine, clock, 1)
-    assert refused.value.lease == first
-    with pytest.raises(IccidHasLease):
-        take(engine, clock, 1, requested="10.0.0.5")
+    take(engine, clock, 2)
+    again = take(engine, clock, 1, node="lns-2")
+    assert again.address == first.address  # sticky: the address it had
+    assert again.node == "lns-2"
+    assert again.generation == first.generation + 1
+    assert again.taken_over == (first,)
+    # The old session's release finds a newer generation and changes nothing.
+    assert give_back(engine, clock, first) is False
+    assert live(engine) == {first.address: (iccid(1), "lns-2"), IP("10.0.0.1"): (iccid(2), "lns-1")}
+    # The requested address takes over the lease held in the pool that holds it.
+    moved = take(engine, clock, 1, requested="10.0.0.5")
+    assert moved.address == IP("10.0.0.5")
+    assert moved.taken_over == (dataclasses.replace(again, taken_over=()),)
     assert take(engine, clock, 1, "q").pool == "q"  # another pool is another matter
-    give_back(engine, clock, first)
-    assert take(engine, clock, 1).address == first.address
+    assert take(engine, clock, 1, "q").taken_over[0].pool == "q"
+    assert give_back(engine, clock, moved) is True
+
+
+def live(engine: Engine) -> dict[IP, tuple[str, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(PoolAddress.address, PoolAddress.lease_iccid, PoolAddress.lease_node).where(
+                PoolAddress.lease_iccid.is_not(None)
+            )
+        ).all()
+    return {IP(row.address): (row.lease_iccid, row.lease_node) for row in rows}
 
 
 def test_malformed_arguments_are_refused_before_any_query(engine, clock):

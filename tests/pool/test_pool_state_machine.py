@@ -9,6 +9,7 @@ no ICCID two leases in one pool, and `pool list`'s counts add up.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import shutil
 import tempfile
@@ -27,7 +28,6 @@ from lns.pool.allocator import (
     AddressInUse,
     AddressOutsidePool,
     AddressReserved,
-    IccidHasLease,
     Lease,
     LeaseOrigin,
     PoolError,
@@ -111,10 +111,8 @@ class PoolMachine(RuleBasedStateMachine):
     def expect_allocation(
         self, pool: str, iccid: str, requested: IP | None
     ) -> tuple[IP, LeaseOrigin] | type[PoolError]:
-        held = self.leases_of(iccid)
+        held = self.leases_of(iccid)  # after the takeover: none in the pools drawn from
         known = pool in POOLS
-        if known and pool in held:
-            return IccidHasLease
         in_pool = [(ip, a) for ip, a in self.addresses.items() if a.pool == pool]
         if known:
             for ip, a in in_pool:
@@ -124,8 +122,7 @@ class PoolMachine(RuleBasedStateMachine):
             a = self.addresses.get(requested)
             if a is None:
                 return AddressOutsidePool
-            if a.pool in held:
-                return IccidHasLease
+            assert a.pool not in held
             if a.lease is not None:
                 return AddressInUse
             if a.reserved not in (None, iccid):
@@ -171,8 +168,22 @@ class PoolMachine(RuleBasedStateMachine):
     def allocate(
         self, pool: str, iccid: str, node: str, requested: IP | None, session: int
     ) -> None:
-        expected = self.expect_allocation(pool, iccid, requested)
         now = self.tick()
+        # The newest attach wins: the ICCID's live leases in the pools this allocation
+        # draws from end first, in the same transaction (undone if it is refused).
+        held = self.leases_of(iccid)
+        targets = {pool} if pool in POOLS else set()
+        if requested is not None and requested in self.addresses and held:
+            targets.add(self.addresses[requested].pool)
+        taken = tuple(held[name] for name in sorted(targets) if name in held)
+        before = {t.address: dataclasses.replace(self.addresses[t.address]) for t in taken}
+        for t in taken:
+            self.end(t.address, now)
+        expected = self.expect_allocation(pool, iccid, requested)
+        if isinstance(expected, type):
+            for address, saved in before.items():
+                self.addresses[address] = saved
+                self.stale.remove(saved.lease)  # type: ignore[arg-type]
         outcome: Lease | PoolError
         try:
             with self.engine.begin() as connection:
@@ -188,9 +199,9 @@ class PoolMachine(RuleBasedStateMachine):
         a = self.addresses[lease.address]
         a.generation += 1
         assert lease == Lease(
-            a.pool, lease.address, iccid, node, 1, session, now, lease.origin, a.generation
+            a.pool, lease.address, iccid, node, 1, session, now, lease.origin, a.generation, taken
         )
-        a.lease = lease
+        a.lease = dataclasses.replace(lease, taken_over=())
         a.last_iccid = iccid
 
     @rule(data=st.data())
