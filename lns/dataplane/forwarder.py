@@ -68,12 +68,27 @@ _Key = tuple[int, int]
 
 
 @dataclass(slots=True, eq=False)
+class Traffic:
+    """What a session moved through the data plane: the session's one set of counters.
+
+    Made by the session's owner and handed to :meth:`Forwarder.attach`, which counts into
+    it; accounting and the Idle-Timeout read it. Unbounded Python ints (RADIUS accounting
+    splits them into octets and gigawords).
+    """
+
+    packets_up: int = 0  # from the session to the network
+    octets_up: int = 0
+    packets_down: int = 0  # from the network to the session
+    octets_down: int = 0
+    last_up: float = 0.0  # time of the last packet forwarded from the session
+
+
+@dataclass(slots=True, eq=False)
 class SessionPath:
     """One session as the data plane sees it: where its packets may come from and go, and
     what went through.
 
-    The counters are unbounded Python ints (the 64-bit values RADIUS accounting splits into
-    octets and gigawords).
+    What it forwarded is counted in ``traffic``; what it dropped, here.
     """
 
     key: _Key  # (tunnel_id, session_id), opaque here
@@ -81,16 +96,37 @@ class SessionPath:
     networks: tuple[ipaddress.IPv4Network, ...]  # its Framed-Routes
     mru: int  # the largest IP packet we may send down to it (the peer's MRU)
     mss: int  # mru - 40, the MSS clamp value
-    packets_up: int = 0  # from the session to the network
-    octets_up: int = 0
-    packets_down: int = 0  # from the network to the session
-    octets_down: int = 0
+    traffic: Traffic
     spoofed: int = 0  # dropped: source neither its address nor inside its routes
     too_big: int = 0  # dropped or answered with ICMP Fragmentation Needed
     fragmented: int = 0  # packets fragmented on the way down
-    last_up: float = 0.0  # time of the last packet forwarded from the session
     # The Framed-Routes as (network, netmask) u32 pairs, for the source check.
     prefixes: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+    attached: bool = False
+
+    @classmethod
+    def for_session(
+        cls,
+        key: _Key,
+        address: ipaddress.IPv4Address,
+        networks: Sequence[ipaddress.IPv4Network],
+        mru: int,
+        traffic: Traffic | None = None,
+    ) -> SessionPath:
+        """The path of a session with this address, Framed-Routes and peer MRU, counting
+        what it forwards in ``traffic`` (a new one when None); attach it to forward."""
+        mru = max(mru, MINIMUM_MTU)
+        return cls(
+            key=key,
+            address=int(address),
+            networks=tuple(networks),
+            mru=mru,
+            mss=mru - _IP_TCP_HEADERS,
+            traffic=traffic if traffic is not None else Traffic(),
+            prefixes=tuple(
+                (int(network.network_address), int(network.netmask)) for network in networks
+            ),
+        )
 
 
 class Forwarder:
@@ -101,51 +137,34 @@ class Forwarder:
         self.mss_clamp = mss_clamp
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._local = int(local_address)
-        self._paths: dict[_Key, SessionPath] = {}
+        self._paths: dict[SessionPath, None] = {}  # attached, in order (an ordered set)
         self._routes: RouteTable[SessionPath] = RouteTable()
         # Every session claiming each route, oldest first: the route points at the last one.
         self._claims: dict[ipaddress.IPv4Network, list[SessionPath]] = {}
 
     # --- sessions ------------------------------------------------------------------------
 
-    def attach(
-        self,
-        key: _Key,
-        address: ipaddress.IPv4Address,
-        networks: Sequence[ipaddress.IPv4Network],
-        mru: int,
-    ) -> SessionPath:
-        """Start forwarding for a session: its address and Framed-Routes now lead to it.
-
-        A key that is already attached is detached first (its path is replaced).
-        """
-        self.detach(key)
-        mru = max(mru, MINIMUM_MTU)
-        path = SessionPath(
-            key=key,
-            address=int(address),
-            networks=tuple(networks),
-            mru=mru,
-            mss=mru - _IP_TCP_HEADERS,
-            prefixes=tuple(
-                (int(network.network_address), int(network.netmask)) for network in networks
-            ),
-        )
-        self._paths[key] = path
+    def attach(self, path: SessionPath) -> SessionPath:
+        """Start forwarding for a session: its address and Framed-Routes now lead to it."""
+        if path.attached:
+            return path
+        path.attached = True
+        self._paths[path] = None
         for network in _routes_of(path):
             self._claims.setdefault(network, []).append(path)
             self._routes.add(network, path)
         return path
 
-    def detach(self, key: _Key) -> SessionPath | None:
-        """Stop forwarding for a session; returns its path (with its counters), if attached.
+    def detach(self, path: SessionPath) -> bool:
+        """Stop forwarding for a session; False when it was not attached.
 
         Its routes are removed, except those a newer session has taken over; a route it had
         taken over from a session still attached goes back to that session.
         """
-        path = self._paths.pop(key, None)
-        if path is None:
-            return None
+        if not path.attached:
+            return False
+        path.attached = False
+        del self._paths[path]
         for network in _routes_of(path):
             claimants = self._claims[network]
             claimants.remove(path)
@@ -154,11 +173,7 @@ class Forwarder:
                 self._routes.remove(network, path)
             elif self._routes.get(network) is path:
                 self._routes.add(network, claimants[-1])
-        return path
-
-    def path(self, key: _Key) -> SessionPath | None:
-        """The path of an attached session."""
-        return self._paths.get(key)
+        return True
 
     def owner(self, network: ipaddress.IPv4Network) -> SessionPath | None:
         """The session ``network`` is routed to, as an exact route (a /32 for an address).
@@ -169,7 +184,7 @@ class Forwarder:
         return self._routes.get(network)
 
     def __iter__(self) -> Iterator[SessionPath]:
-        return iter(list(self._paths.values()))
+        return iter(list(self._paths))
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -206,9 +221,10 @@ class Forwarder:
             and packet[header_length + 13] & _TCP_SYN
         ):
             packet = self._clamp(packet, path.mss)
-        path.packets_up += 1
-        path.octets_up += size
-        path.last_up = now
+        traffic = path.traffic
+        traffic.packets_up += 1
+        traffic.octets_up += size
+        traffic.last_up = now
         return packet
 
     def from_network(self, packet: bytes) -> tuple[SessionPath | None, list[bytes]]:
@@ -251,14 +267,14 @@ class Forwarder:
         ):
             packet = self._clamp(packet, path.mss)
         if size <= path.mru:
-            path.packets_down += 1
-            path.octets_down += size
+            path.traffic.packets_down += 1
+            path.traffic.octets_down += size
             return path, [packet]
         fragments = fragment(packet, path.mru)
         path.fragmented += 1
         self.counters["fragmented"] += 1
-        path.packets_down += len(fragments)
-        path.octets_down += sum(len(piece) for piece in fragments)
+        path.traffic.packets_down += len(fragments)
+        path.traffic.octets_down += sum(len(piece) for piece in fragments)
         return path, fragments
 
     def _clamp(self, packet: bytes, mss: int) -> bytes:

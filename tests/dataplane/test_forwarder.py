@@ -43,7 +43,7 @@ def forwarder() -> Forwarder:
 
 @pytest.fixture
 def path(forwarder: Forwarder) -> SessionPath:
-    return forwarder.attach(KEY, SESSION_ADDRESS, [LAN], 1400)
+    return forwarder.attach(SessionPath.for_session(KEY, SESSION_ADDRESS, [LAN], 1400))
 
 
 def tcp_checksum_ok(packet: bytes) -> bool:
@@ -61,8 +61,7 @@ def test_attach(forwarder: Forwarder, path: SessionPath) -> None:
     assert path.networks == (LAN,)
     assert path.mru == 1400
     assert path.mss == 1360
-    assert forwarder.path(KEY) is path
-    assert forwarder.path((1, 2)) is None
+    assert path.attached
     assert list(forwarder) == [path]
     assert len(forwarder) == 1
     assert forwarder.owner(ipaddress.IPv4Network(SESSION_ADDRESS)) is path
@@ -70,26 +69,15 @@ def test_attach(forwarder: Forwarder, path: SessionPath) -> None:
 
 
 def test_mru_below_the_ipv4_minimum_is_raised(forwarder: Forwarder) -> None:
-    path = forwarder.attach(KEY, SESSION_ADDRESS, [], 40)
+    path = forwarder.attach(SessionPath.for_session(KEY, SESSION_ADDRESS, [], 40))
     assert path.mru == 68
     assert path.mss == 28
 
 
-def test_attach_same_key_replaces(forwarder: Forwarder, path: SessionPath) -> None:
-    other = ipaddress.IPv4Address("10.0.0.3")
-    again = forwarder.attach(KEY, other, [], 1500)
-    assert forwarder.path(KEY) is again
-    assert len(forwarder) == 1
-    assert forwarder.owner(ipaddress.IPv4Network(SESSION_ADDRESS)) is None
-    assert forwarder.owner(LAN) is None
-    assert forwarder.from_network(udp_datagram(SERVER, CLIENT, 1, 2, b""))[0] is None
-    assert forwarder.from_network(udp_datagram(SERVER, int(other), 1, 2, b""))[0] is again
-
-
 def test_detach_removes_routes(forwarder: Forwarder, path: SessionPath) -> None:
-    assert forwarder.detach(KEY) is path
-    assert forwarder.detach(KEY) is None
-    assert forwarder.path(KEY) is None
+    assert forwarder.detach(path) is True
+    assert forwarder.detach(path) is False  # once only
+    assert list(forwarder) == []
     assert forwarder.owner(LAN) is None
     assert forwarder.from_network(udp_datagram(SERVER, CLIENT, 1, 2, b"")) == (None, [])
     assert forwarder.from_network(udp_datagram(SERVER, LAN_HOST, 1, 2, b"")) == (None, [])
@@ -97,10 +85,10 @@ def test_detach_removes_routes(forwarder: Forwarder, path: SessionPath) -> None:
 
 
 def test_detach_keeps_a_newer_sessions_routes(forwarder: Forwarder, path: SessionPath) -> None:
-    newer = forwarder.attach((2, 7), SESSION_ADDRESS, [LAN], 1500)
+    newer = forwarder.attach(SessionPath.for_session((2, 7), SESSION_ADDRESS, [LAN], 1500))
     packet = udp_datagram(SERVER, CLIENT, 1, 2, b"x")
     assert forwarder.from_network(packet)[0] is newer
-    assert forwarder.detach(KEY) is path
+    assert forwarder.detach(path)
     assert forwarder.owner(ipaddress.IPv4Network(SESSION_ADDRESS)) is newer
     assert forwarder.owner(LAN) is newer
     assert forwarder.from_network(packet)[0] is newer
@@ -108,9 +96,9 @@ def test_detach_keeps_a_newer_sessions_routes(forwarder: Forwarder, path: Sessio
 
 
 def test_detach_of_the_newer_gives_routes_back(forwarder: Forwarder, path: SessionPath) -> None:
-    newer = forwarder.attach((2, 7), SESSION_ADDRESS, [], 1500)
+    newer = forwarder.attach(SessionPath.for_session((2, 7), SESSION_ADDRESS, [], 1500))
     assert forwarder.owner(LAN) is path
-    assert forwarder.detach((2, 7)) is newer
+    assert forwarder.detach(newer)
     assert forwarder.owner(ipaddress.IPv4Network(SESSION_ADDRESS)) is path
     assert forwarder.from_network(udp_datagram(SERVER, CLIENT, 1, 2, b""))[0] is path
 
@@ -131,10 +119,15 @@ def test_routes_follow_the_newest_live_claimant(steps: list[tuple[bool, int, int
     live: list[SessionPath] = []
     for attaching, key, address_index, lan_index in steps:
         if attaching:
-            path = forwarder.attach((0, key), addresses[address_index], [lans[lan_index]], 1500)
+            path = forwarder.attach(
+                SessionPath.for_session((0, key), addresses[address_index], [lans[lan_index]], 1500)
+            )
+            for other in [other for other in live if other.key == (0, key)]:
+                forwarder.detach(other)  # the session of that key ended before
             live = [other for other in live if other.key != (0, key)] + [path]
         else:
-            forwarder.detach((0, key))
+            for other in [other for other in live if other.key == (0, key)]:
+                forwarder.detach(other)
             live = [other for other in live if other.key != (0, key)]
     for address in addresses:
         holders = [path for path in live if path.address == int(address)]
@@ -154,9 +147,9 @@ def test_routes_follow_the_newest_live_claimant(steps: list[tuple[bool, int, int
 def test_from_session_own_address(forwarder: Forwarder, path: SessionPath) -> None:
     packet = udp_datagram(CLIENT, SERVER, 1000, 53, b"query")
     assert forwarder.from_session(path, packet, 12.5) is packet
-    assert path.packets_up == 1
-    assert path.octets_up == len(packet)
-    assert path.last_up == 12.5
+    assert path.traffic.packets_up == 1
+    assert path.traffic.octets_up == len(packet)
+    assert path.traffic.last_up == 12.5
 
 
 def test_from_session_framed_route_source(forwarder: Forwarder, path: SessionPath) -> None:
@@ -179,12 +172,14 @@ def test_from_session_spoofed(forwarder: Forwarder, path: SessionPath, sender: s
     assert forwarder.from_session(path, packet, 5.0) is None
     assert path.spoofed == 1
     assert forwarder.counters["spoofed"] == 1
-    assert path.packets_up == path.octets_up == 0
-    assert path.last_up == 0.0  # junk does not keep a session from idling out
+    assert path.traffic.packets_up == path.traffic.octets_up == 0
+    assert path.traffic.last_up == 0.0  # junk does not keep a session from idling out
 
 
 def test_from_session_without_routes_allows_only_its_address(forwarder: Forwarder) -> None:
-    path = forwarder.attach((5, 5), ipaddress.IPv4Address("10.0.0.9"), [], 1500)
+    path = forwarder.attach(
+        SessionPath.for_session((5, 5), ipaddress.IPv4Address("10.0.0.9"), [], 1500)
+    )
     assert forwarder.from_session(path, udp_datagram(0x0A000009, SERVER, 1, 2, b""), 0.0)
     assert forwarder.from_session(path, udp_datagram(0x0A000008, SERVER, 1, 2, b""), 0.0) is None
 
@@ -192,7 +187,7 @@ def test_from_session_without_routes_allows_only_its_address(forwarder: Forwarde
 def test_from_session_cuts_link_padding(forwarder: Forwarder, path: SessionPath) -> None:
     packet = udp_datagram(CLIENT, SERVER, 1, 2, b"ab")
     assert forwarder.from_session(path, packet + b"\x00\x00", 0.0) == packet
-    assert path.octets_up == len(packet)
+    assert path.traffic.octets_up == len(packet)
 
 
 def test_from_session_clamps_mss(forwarder: Forwarder, path: SessionPath) -> None:
@@ -211,7 +206,7 @@ def test_from_session_clamps_mss(forwarder: Forwarder, path: SessionPath) -> Non
 
 def test_clamp_off() -> None:
     forwarder = Forwarder(LOCAL, mss_clamp=False)
-    path = forwarder.attach(KEY, SESSION_ADDRESS, [], 1400)
+    path = forwarder.attach(SessionPath.for_session(KEY, SESSION_ADDRESS, [], 1400))
     syn = tcp_syn(CLIENT, SERVER, 40000, 443, 1460)
     assert forwarder.from_session(path, syn, 0.0) is syn
     syn_ack = tcp_syn(SERVER, CLIENT, 443, 40000, 1460, ack=1)
@@ -226,8 +221,8 @@ def test_from_network_to_the_address(forwarder: Forwarder, path: SessionPath) ->
     packet = icmp_echo(SERVER, CLIENT, 3, 4, b"hello", reply=True)
     assert forwarder.from_network(packet) == (path, [packet])
     assert forwarder.from_network(packet)[1][0] is packet
-    assert path.packets_down == 2
-    assert path.octets_down == 2 * len(packet)
+    assert path.traffic.packets_down == 2
+    assert path.traffic.octets_down == 2 * len(packet)
 
 
 def test_from_network_to_a_framed_route(forwarder: Forwarder, path: SessionPath) -> None:
@@ -237,7 +232,9 @@ def test_from_network_to_a_framed_route(forwarder: Forwarder, path: SessionPath)
 
 def test_from_network_longest_route_wins(forwarder: Forwarder, path: SessionPath) -> None:
     inner = ipaddress.IPv4Network("192.168.10.16/28")
-    other = forwarder.attach((9, 9), ipaddress.IPv4Address("10.0.0.3"), [inner], 1500)
+    other = forwarder.attach(
+        SessionPath.for_session((9, 9), ipaddress.IPv4Address("10.0.0.3"), [inner], 1500)
+    )
     assert forwarder.from_network(udp_datagram(SERVER, LAN_HOST, 1, 2, b""))[0] is other
     assert forwarder.from_network(udp_datagram(SERVER, LAN_HOST + 20, 1, 2, b""))[0] is path
 
@@ -272,7 +269,7 @@ def test_from_network_too_big_with_df(forwarder: Forwarder, path: SessionPath) -
     assert path.too_big == 1
     assert forwarder.counters["too_big"] == 1
     assert forwarder.counters["icmp_sent"] == 1
-    assert path.packets_down == path.octets_down == 0
+    assert path.traffic.packets_down == path.traffic.octets_down == 0
 
 
 def test_from_network_exactly_the_mru(forwarder: Forwarder, path: SessionPath) -> None:
@@ -299,8 +296,8 @@ def test_from_network_too_big_without_df(forwarder: Forwarder, path: SessionPath
     assert b"".join(piece[20:] for piece in packets) == big[20:]
     assert path.fragmented == 1
     assert forwarder.counters["fragmented"] == 1
-    assert path.packets_down == 2
-    assert path.octets_down == sum(len(piece) for piece in packets) == len(big) + 20
+    assert path.traffic.packets_down == 2
+    assert path.traffic.octets_down == sum(len(piece) for piece in packets) == len(big) + 20
 
 
 def test_from_network_too_big_syn_without_df_is_clamped_then_fragmented(
@@ -354,20 +351,22 @@ MALFORMED = [
 def test_malformed_from_session(forwarder: Forwarder, path: SessionPath, damage: Damage) -> None:
     assert forwarder.from_session(path, damage(GOOD), 1.0) is None
     assert forwarder.counters["malformed"] == 1
-    assert path.packets_up == 0
-    assert path.last_up == 0.0
+    assert path.traffic.packets_up == 0
+    assert path.traffic.last_up == 0.0
 
 
 @pytest.mark.parametrize("damage", MALFORMED)
 def test_malformed_from_network(forwarder: Forwarder, path: SessionPath, damage: Damage) -> None:
     assert forwarder.from_network(damage(BACK)) == (None, [])
     assert forwarder.counters["malformed"] == 1
-    assert path.packets_down == 0
+    assert path.traffic.packets_down == 0
 
 
 def small_mru_forwarder() -> tuple[Forwarder, SessionPath]:
     forwarder = Forwarder(LOCAL, mss_clamp=True)
-    path = forwarder.attach(KEY, SESSION_ADDRESS, [ipaddress.IPv4Network("0.0.0.0/0")], 68)
+    path = forwarder.attach(
+        SessionPath.for_session(KEY, SESSION_ADDRESS, [ipaddress.IPv4Network("0.0.0.0/0")], 68)
+    )
     return forwarder, path
 
 
@@ -377,7 +376,10 @@ def test_random_bytes_never_raise(data: bytes) -> None:
     forwarder, path = small_mru_forwarder()
     forwarder.from_session(path, data, 0.0)
     forwarder.from_network(data)
-    assert sum(forwarder.counters.values()) >= 1 or path.packets_up + path.packets_down >= 1
+    assert (
+        sum(forwarder.counters.values()) >= 1
+        or path.traffic.packets_up + path.traffic.packets_down >= 1
+    )
 
 
 @SETTINGS
