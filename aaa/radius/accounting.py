@@ -1,17 +1,23 @@
 """RADIUS accounting through a durable spool (DESIGN.md section 4, RFC 2866, RFC 2869).
 
-Every record (Start, Interim-Update, Stop, Accounting-On, Accounting-Off) is
-written to the `accounting_spool` table first, then sent with
-`RadiusClient.send_acct`, and deleted only once a server acknowledged it. A
-record no server acknowledged stays and is tried again later (backing off from
-`retry_initial` to `retry_cap` seconds); records left by a previous run of this
-node (a restart, a crash) are sent by :meth:`RadiusAccounting.start`. One pump
-sends the node's records one at a time in spool order, so the records of a
-session arrive in the order they were made; each carries Acct-Delay-Time, the
-seconds since it was made (RFC 2866 section 5.2).
+The session supervisor (:mod:`lns.sessions`) decides when a session's Start,
+Interim-Updates and Stop are due; this module is its accounting back end
+(:class:`lns.sessions.accounting.Accounting`). Every record (Start,
+Interim-Update, Stop, Accounting-On, Accounting-Off) is written to the
+`accounting_spool` table first, then sent with `RadiusClient.send_acct`, and
+deleted only once a server acknowledged it. A record no server acknowledged
+stays and is tried again later (backing off from `retry_initial` to `retry_cap`
+seconds); records left by a previous run of this node (a restart, a crash) are
+sent by :meth:`RadiusAccounting.start`. The pump reads the spool in order, a
+batch at a time, and sends the records of one session one after another, in the
+order they were made, and those of different sessions side by side (`window`
+at once); each carries Acct-Delay-Time, the seconds since it was made (RFC 2866
+section 5.2).
 
-The spool's SQL runs on a thread pool of one thread: the records are written in
-the order they are made, and `seq` needs one writer per node.
+The spool's SQL runs on the node's SQL executor. Records are written by one
+transaction at a time, in the order they are made (the records that arrive
+while one runs go in the next: a group commit), as `seq` needs one writer per
+node.
 
 Counters are 64-bit: the low 32 bits go in Acct-Input/Output-Octets and the high
 ones in Acct-Input/Output-Gigawords (RFC 2869 section 5.1). Acct-Input-* count
@@ -21,32 +27,26 @@ what the device sent (received from the LAC), Acct-Output-* what we sent it.
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.engine import Engine
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from aaa.radius import spool
-from aaa.radius.auth import AccessRequestSettings
+from aaa.radius.attributes import NasIdentity, session_identity
 from aaa.radius.client import RadiusUnavailable
 from aaa.radius.packet import AttributeValue, RadiusPacketError, Reply, Request, accounting_request
-from lns.deadlines import Deadlines
+from lns.db.executor import SqlExecutor
 from lns.ppp.termination import TerminateCause
-from lns.runtime import DeadlineTimer, run_tracked
+from lns.sessions.accounting import AccountingSession
 
 __all__ = [
-    "AccountingSession",
     "AcctSender",
-    "AcctSessionIds",
     "AcctStatus",
     "RadiusAccounting",
     "RadiusAccountingService",
@@ -54,12 +54,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-_TAG = ":1"
 _WORD = 1 << 32
-# RFC 2869 section 5.16: an Acct-Interim-Interval below 60 s should not be used.
-MIN_INTERIM_INTERVAL = 60.0
-# The longest Acct-Session-Id the spool's column holds.
-ACCT_SESSION_ID_LENGTH = 64
 
 log = Logger()
 
@@ -74,96 +69,31 @@ class AcctStatus(enum.IntEnum):
     ACCOUNTING_OFF = 8
 
 
+# Records about the whole node: sent alone, in order with everything else.
+_BARRIERS = frozenset({AcctStatus.ACCOUNTING_ON, AcctStatus.ACCOUNTING_OFF})
+
+
 class AcctSender(Protocol):
     """What the accounting needs of a RadiusClient."""
 
     def send_acct(self, request: Request) -> defer.Deferred[Reply]: ...
 
 
-class AcctSessionIds:
-    """Acct-Session-Ids unique across nodes and restarts: "{node}-{start ms hex}-{n hex}".
-
-    The middle part is the time this generator was made, in milliseconds since
-    the epoch: a restarted node starts a new series. The node name is cut so
-    that an id fits the spool's 64 characters.
-    """
-
-    def __init__(self, node: str, clock: IReactorTime) -> None:
-        started = int(clock.seconds() * 1000)
-        self.prefix = f"{node[:36]}-{started:x}"
-        self._next = 0
-
-    def __call__(self) -> str:
-        self._next += 1
-        return f"{self.prefix}-{self._next:x}"
-
-
-@dataclass(frozen=True, slots=True)
-class AccountingSession:
-    """What accounting says about one PPP session; counters as of the record.
-
-    `started_at` is the reactor time (epoch seconds) the session opened (IPCP up).
-    `interim_interval`: seconds between Interim-Updates, None for the node's
-    `[aaa] interim_interval`, 0 for none (Acct-Interim-Interval of the Access-Accept
-    when it had one). Make new counters with `dataclasses.replace`.
-    """
-
-    acct_session_id: str
-    iccid: str
-    nas_port: int  # our L2TP session ID
-    started_at: float
-    called_number: str = ""
-    ppp_name: str = ""  # the `{name}` of the `[aaa] username` template
-    framed_address: ipaddress.IPv4Address | None = None
-    class_attribute: bytes | None = None
-    octets_in: int = 0  # from the device (IncomingCall.octets_in)
-    octets_out: int = 0  # to the device (IncomingCall.octets_out)
-    packets_in: int = 0  # IncomingCall.frames_in
-    packets_out: int = 0  # IncomingCall.frames_out
-    interim_interval: float | None = None
-    lac_address: str = ""  # Tunnel-Client-Endpoint
-    lac_hostname: str = ""  # Tunnel-Client-Auth-ID
-
-
 def session_attributes(
-    settings: AccessRequestSettings,
+    nas: NasIdentity,
     status: AcctStatus,
     info: AccountingSession,
     now: float,
     cause: TerminateCause | None = None,
 ) -> list[tuple[str, AttributeValue]]:
     """The attributes of a Start, Interim-Update or Stop for `info` at `now`."""
-    user_name = settings.username.format(iccid=info.iccid, name=info.ppp_name)
-    attributes: list[tuple[str, AttributeValue]] = [
-        ("Acct-Status-Type", int(status)),
-        ("Acct-Session-Id", info.acct_session_id),
-        ("User-Name", user_name),
-        ("Calling-Station-Id", info.iccid),
-    ]
-    if info.called_number:
-        attributes.append(("Called-Station-Id", info.called_number))
-    attributes += _nas_attributes(settings)
-    attributes += [
-        ("NAS-Port", info.nas_port),
-        ("NAS-Port-Type", "Virtual"),
-        ("Service-Type", "Framed-User"),
-        ("Framed-Protocol", "PPP"),
-        ("Acct-Authentic", "RADIUS"),
-    ]
+    attributes: list[tuple[str, AttributeValue]] = [("Acct-Status-Type", int(status))]
+    attributes += session_identity(nas, info.context, info.user_name)
+    attributes.append(("Acct-Authentic", "RADIUS"))
     if info.framed_address is not None:
         attributes.append(("Framed-IP-Address", info.framed_address))
     if info.class_attribute:
         attributes.append(("Class", info.class_attribute))
-    attributes += [
-        ("Tunnel-Type" + _TAG, "L2TP"),
-        ("Tunnel-Medium-Type" + _TAG, _medium(info.lac_address)),
-    ]
-    if info.lac_address:
-        attributes.append(("Tunnel-Client-Endpoint" + _TAG, info.lac_address))
-    if settings.server_endpoint is not None:
-        attributes.append(("Tunnel-Server-Endpoint" + _TAG, str(settings.server_endpoint)))
-    if info.lac_hostname:
-        attributes.append(("Tunnel-Client-Auth-Id" + _TAG, info.lac_hostname))
     if status is not AcctStatus.START:
         attributes += [
             ("Acct-Session-Time", max(0, int(now - info.started_at))),
@@ -180,39 +110,14 @@ def session_attributes(
     return attributes
 
 
-def _nas_attributes(settings: AccessRequestSettings) -> list[tuple[str, AttributeValue]]:
-    attributes: list[tuple[str, AttributeValue]] = [("NAS-Identifier", settings.nas_identifier)]
-    if isinstance(settings.nas_address, ipaddress.IPv4Address):
-        attributes.append(("NAS-IP-Address", settings.nas_address))
-    else:
-        attributes.append(("NAS-IPv6-Address", settings.nas_address))
-    return attributes
-
-
-def _medium(lac_address: str) -> str:
-    try:
-        version = ipaddress.ip_address(lac_address).version
-    except ValueError:
-        version = 4
-    return "IPv6" if version == 6 else "IPv4"
-
-
-class _Interims:
-    """What the Interim-Updates of one session need (their times are in one heap)."""
-
-    __slots__ = ("current", "interval")
-
-    def __init__(self, current: Callable[[], AccountingSession], interval: float) -> None:
-        self.current = current
-        self.interval = interval
-
-
 class RadiusAccounting:
     """Accounting-Requests of one node, through the spool, in order, until acknowledged.
 
-    `client` is the node's RadiusClient (anything with `send_acct`), `engine` the
-    lease database (its migrations made `accounting_spool`), `node` the
-    `[lns] node_name`. Every record method returns a Deferred that fires once the
+    `client` is the node's RadiusClient (anything with `send_acct`), `executor`
+    the node's SQL executor (its database's migrations made `accounting_spool`),
+    `node` the `[lns] node_name`, `new_acct_session_id` the node's one generator of
+    Acct-Session-Ids (shared with the session supervisor; Accounting-On/Off take
+    theirs from it). Every record method returns a Deferred that fires once the
     record is in the spool (or, if the database failed, once it was sent without
     it); delivery follows. `flush()` waits for the pump.
     """
@@ -220,38 +125,27 @@ class RadiusAccounting:
     def __init__(
         self,
         client: AcctSender,
-        engine: Engine,
+        executor: SqlExecutor,
         node: str,
-        settings: AccessRequestSettings,
+        nas: NasIdentity,
+        new_acct_session_id: Callable[[], str],
+        clock: IReactorTime,
         *,
-        reactor: IReactorFromThreads | None = None,
-        clock: IReactorTime | None = None,
-        interim_interval: float = 600.0,
         retry_initial: float = 5.0,
         retry_cap: float = 300.0,
         batch: int = 100,
         window: int = 32,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor  # type: ignore[assignment]
-        assert reactor is not None
-        if clock is None:
-            clock = IReactorTime(reactor)
         self.client = client
-        self.engine = engine
+        self.executor = executor
         self.node = node
-        self.settings = settings
-        self.interim_interval = interim_interval
+        self.nas = nas
         self.retry_initial = retry_initial
         self.retry_cap = retry_cap
         self.batch = batch
         self.window = window  # records in flight at once (of different sessions)
-        self.new_acct_session_id = AcctSessionIds(node, clock)
-        self._reactor = reactor
+        self.new_acct_session_id = new_acct_session_id
         self._clock = clock
-        self._threadpool = ThreadPool(minthreads=0, maxthreads=1, name="lns-acct-spool")
         self._running = False
         self._stopping = False
         self._pumping = False
@@ -268,11 +162,6 @@ class RadiusAccounting:
         self._spool_drained: list[defer.Deferred[None]] = []
         self._idle_waiters: list[defer.Deferred[None]] = []
         self._in_flight: set[defer.Deferred[Any]] = set()
-        self._interims: dict[str, _Interims] = {}
-        # Every session's next Interim-Update in one heap behind one reactor timer (a
-        # timer per session would cost each of tens of thousands a DelayedCall).
-        self._interims_due: Deadlines[str] = Deadlines()
-        self._interim_timer = DeadlineTimer(clock, self._send_interims)
         self.sent = 0
         self.acknowledged = 0
         self.failures = 0
@@ -280,7 +169,7 @@ class RadiusAccounting:
     # --- life cycle -------------------------------------------------------------------
 
     def start(self) -> defer.Deferred[None]:
-        """Start the spool's thread and send what earlier runs left, in order.
+        """Send what earlier runs left, in order.
 
         Fires when that first pass is over (every old record tried once).
         """
@@ -288,7 +177,6 @@ class RadiusAccounting:
             return self.flush()
         self._running = True
         self._stopping = False
-        self._threadpool.start()
         return self.flush()
 
     def stop(self) -> defer.Deferred[None]:
@@ -297,17 +185,11 @@ class RadiusAccounting:
             return defer.succeed(None)
         self._stopping = True
         self._running = False
-        self._interim_timer.cancel()
-        self._interims_due = Deadlines()
-        self._interims.clear()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
         for sending in list(self._sending):
             sending.cancel()
-
-        def shut(_: object) -> None:
-            self._threadpool.stop()
 
         def in_flight(_: object) -> defer.Deferred[Any]:
             return defer.DeferredList(list(self._in_flight), consumeErrors=True)
@@ -315,8 +197,7 @@ class RadiusAccounting:
         d = self._wait_spooled()
         d.addCallback(in_flight)
         d.addCallback(self._wait_pump)
-        d.addCallback(shut)
-        return d
+        return d.addCallback(lambda _: None)
 
     def _wait_spooled(self) -> defer.Deferred[Any]:
         """Fires when the records handed to `_record` are all in the spool (or failed)."""
@@ -356,24 +237,13 @@ class RadiusAccounting:
 
     # --- records ----------------------------------------------------------------------
 
-    def session_started(
-        self,
-        info: AccountingSession,
-        current: Callable[[], AccountingSession] | None = None,
-    ) -> defer.Deferred[None]:
-        """Start. With `current` (the session's info with fresh counters), this object
-        sends its Interim-Updates every interval until `session_stopped`."""
+    def session_started(self, info: AccountingSession) -> defer.Deferred[None]:
+        """Start."""
         now = self._clock.seconds()
-        if current is not None and self._running:
-            interval = self._interval(info)
-            if interval:
-                self._interims[info.acct_session_id] = _Interims(current, interval)
-                self._interims_due.set(info.acct_session_id, now + interval)
-                self._interim_timer.set(self._interims_due.earliest())
         return self._record(
             info.acct_session_id,
             AcctStatus.START,
-            session_attributes(self.settings, AcctStatus.START, info, now),
+            session_attributes(self.nas, AcctStatus.START, info, now),
         )
 
     def interim(self, info: AccountingSession) -> defer.Deferred[None]:
@@ -382,20 +252,18 @@ class RadiusAccounting:
         return self._record(
             info.acct_session_id,
             AcctStatus.INTERIM_UPDATE,
-            session_attributes(self.settings, AcctStatus.INTERIM_UPDATE, info, now),
+            session_attributes(self.nas, AcctStatus.INTERIM_UPDATE, info, now),
         )
 
     def session_stopped(
         self, info: AccountingSession, cause: TerminateCause
     ) -> defer.Deferred[None]:
-        """Stop with the final counters and Acct-Terminate-Cause; ends the Interim-Updates."""
-        if self._interims.pop(info.acct_session_id, None) is not None:
-            self._interims_due.discard(info.acct_session_id)
+        """Stop with the final counters and Acct-Terminate-Cause."""
         now = self._clock.seconds()
         return self._record(
             info.acct_session_id,
             AcctStatus.STOP,
-            session_attributes(self.settings, AcctStatus.STOP, info, now, cause),
+            session_attributes(self.nas, AcctStatus.STOP, info, now, cause),
         )
 
     def accounting_on(self) -> defer.Deferred[None]:
@@ -412,36 +280,13 @@ class RadiusAccounting:
         attributes: list[tuple[str, AttributeValue]] = [
             ("Acct-Status-Type", int(status)),
             ("Acct-Session-Id", acct_session_id),
-            *_nas_attributes(self.settings),
+            *self.nas.attributes(),
             ("Acct-Terminate-Cause", int(TerminateCause.NAS_REBOOT)),
             ("Event-Timestamp", int(now)),
         ]
         if status is AcctStatus.ACCOUNTING_ON:
             attributes = [a for a in attributes if a[0] != "Acct-Terminate-Cause"]
         return self._record(acct_session_id, status, attributes)
-
-    # --- interim timers ---------------------------------------------------------------
-
-    def _interval(self, info: AccountingSession) -> float:
-        interval = self.interim_interval if info.interim_interval is None else info.interim_interval
-        if not interval:
-            return 0.0
-        return max(float(interval), MIN_INTERIM_INTERVAL)
-
-    def _send_interims(self) -> None:
-        now = self._clock.seconds()
-        for acct_session_id in self._interims_due.pop_due(now):
-            interims = self._interims.get(acct_session_id)
-            if interims is None:
-                continue
-            try:
-                info = interims.current()
-            except Exception:
-                log.failure("cannot read the counters of {session}", session=acct_session_id)
-            else:
-                self.interim(info).addErrback(self._log_failure, "Interim-Update")
-            self._interims_due.set(acct_session_id, now + interims.interval)
-        self._interim_timer.set(self._interims_due.earliest())
 
     # --- the spool and the pump -------------------------------------------------------
 
@@ -537,14 +382,40 @@ class RadiusAccounting:
 
     async def _send_batch(self, records: Sequence[spool.SpooledRecord]) -> bool:
         """Send a batch: the records of one Acct-Session-Id one after another, in order,
-        those of different sessions side by side (at most `window` at once). The records
-        answered leave the spool in one transaction. False when the pass must stop (a
-        record was not acknowledged, or accounting stopped)."""
+        those of different sessions side by side (at most `window` at once). An
+        Accounting-On or -Off is a barrier: it goes alone, after everything before it was
+        answered and before anything after it (an Accounting-On says the sessions before
+        it are over). The records answered leave the spool in one transaction. False when
+        the pass must stop (a record was not acknowledged, or accounting stopped)."""
+        done: list[int] = []
+        failures = self.failures
+        segment: list[spool.SpooledRecord] = []
+        going = True
+        for record in [*records, None]:
+            if record is not None and record.status not in _BARRIERS:
+                segment.append(record)
+                continue
+            going = await self._send_side_by_side(segment, done)
+            segment = []
+            if going and record is not None:
+                going = await self._send_side_by_side([record], done)
+            if not going:
+                break
+        if self.failures > failures:
+            self._retry_delay = min(self._retry_delay * 2, self.retry_cap)
+        if done:
+            await self._db(spool.acknowledged_many, done)
+        return going and self._running
+
+    async def _send_side_by_side(
+        self, records: Sequence[spool.SpooledRecord], done: list[int]
+    ) -> bool:
+        """The records of each session in order, the sessions side by side; the ids of
+        those answered go to `done`. False when one was not answered."""
         sessions: dict[str, list[spool.SpooledRecord]] = {}
         for record in records:
             sessions.setdefault(record.acct_session_id, []).append(record)
         window = defer.DeferredSemaphore(self.window)
-        done: list[int] = []
         stopped = False
 
         async def in_order(session: list[spool.SpooledRecord]) -> None:
@@ -562,14 +433,9 @@ class RadiusAccounting:
                     return
                 done.append(record.id)
 
-        failures = self.failures
         await defer.gatherResults(
             [defer.Deferred.fromCoroutine(in_order(session)) for session in sessions.values()]
         )
-        if self.failures > failures:
-            self._retry_delay = min(self._retry_delay * 2, self.retry_cap)
-        if done:
-            await self._db(spool.acknowledged_many, done)
         return not stopped and self._running
 
     async def _send(self, record: spool.SpooledRecord) -> bool:
@@ -624,13 +490,14 @@ class RadiusAccounting:
         self._kick()
 
     def _db(self, work: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
-        return run_tracked(
-            self._reactor, self._threadpool, self._in_flight, self._transaction, work, *args
-        )
+        d = self.executor.transaction(work, *args)
+        self._in_flight.add(d)
 
-    def _transaction(self, work: Callable[..., _T], *args: Any) -> _T:
-        with self.engine.begin() as connection:
-            return work(connection, *args)
+        def done(result: object) -> object:
+            self._in_flight.discard(d)
+            return result
+
+        return d.addBoth(done)
 
     @staticmethod
     def _log_failure(failure: Failure, what: str) -> None:

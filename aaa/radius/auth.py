@@ -12,40 +12,28 @@ turns the answer into a :class:`~lns.ppp.auth.Decision`:
 - Access-Reject: refused, the reason being the Reply-Message (or "Access-Reject");
 - no server answered: refused as a temporary condition (`reachable=False`).
 
-The Access-Request carries:
-User-Name (the `[aaa] username` template with `{iccid}` and `{name}`, the PPP
-name decoded as UTF-8 with replacement), CHAP-Password + CHAP-Challenge (CHAP),
-User-Password (PAP; for ICCID-only authentication the `[aaa] iccid_password`
-template), Calling-Station-Id = ICCID, Called-Station-Id = Called Number (the
-APN), NAS-Identifier, NAS-IP-Address, NAS-Port = our L2TP session ID,
-NAS-Port-Type = Virtual, Service-Type = Framed-User, Framed-Protocol = PPP,
-Tunnel-Type = L2TP, Tunnel-Medium-Type = IPv4 (IPv6 for a LAC on IPv6),
-Tunnel-Client-Endpoint = the LAC's address, Tunnel-Server-Endpoint = our
-address, Tunnel-Client-Auth-ID = the LAC's Host Name, Connect-Info = the
-connect speeds ("TX/RX" in bit/s, RFC 2869 section 5.11), Message-Authenticator.
-The tunnel attributes carry tag 1: they all describe the one tunnel of the call.
-
-NAS-IP-Address (or NAS-IPv6-Address, RFC 3162) is the `[l2tp] listen` address
-when it is a specific address, and 127.0.0.1 when it is the wildcard (0.0.0.0
-or ::): the node cannot tell which of its addresses the RADIUS server knows it
-by, and NAS-Identifier names it anyway. Tunnel-Server-Endpoint is sent only for
-a specific listen address, for the same reason.
+The Access-Request carries the attributes naming the session
+(:func:`aaa.radius.attributes.session_identity`: User-Name, Acct-Session-Id, the
+ICCID as Calling-Station-Id, NAS and tunnel attributes), then CHAP-Password +
+CHAP-Challenge (CHAP), User-Password (PAP; for ICCID-only authentication the
+`[aaa] iccid_password` template, with `{iccid}` and `{name}`), Connect-Info = the
+connect speeds ("TX/RX" in bit/s, RFC 2869 section 5.11) and Message-Authenticator.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime, IReactorUDP
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aaa.radius.attributes import NasIdentity, session_identity
 from aaa.radius.client import RadiusClient, RadiusUnavailable
 from aaa.radius.packet import (
-    AttributeValue,
     Code,
     RadiusPacketError,
     Reply,
@@ -62,40 +50,25 @@ __all__ = [
     "parse_framed_route",
 ]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Framed-IP-Address values that leave the choice to the NAS (RFC 2865 section 5.8).
 _NAS_CHOOSES = (
     ipaddress.IPv4Address("255.255.255.254"),
     ipaddress.IPv4Address("255.255.255.255"),
 )
-_LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
-_TAG = ":1"
 
 log = Logger()
 
 
 @dataclass(frozen=True, slots=True)
 class AccessRequestSettings:
-    """What every Access-Request of this node says about the node itself."""
+    """What the node's Access-Requests say besides the session itself."""
 
-    username: str = "{iccid}"
-    iccid_password: str = "{iccid}"
-    nas_identifier: str = "lns-1"
-    nas_address: IPAddress = _LOOPBACK
-    # Our tunnel endpoint address, when the node listens on a specific one.
-    server_endpoint: IPAddress | None = None
+    nas: NasIdentity = field(default_factory=NasIdentity)
+    iccid_password: str = "{iccid}"  # [aaa] iccid_password
 
     @classmethod
     def from_config(cls, config: Config) -> AccessRequestSettings:
-        listen = ipaddress.ip_address(config.l2tp.listen_host)
-        specific = not listen.is_unspecified
-        return cls(
-            username=config.aaa.username,
-            iccid_password=config.aaa.iccid_password,
-            nas_identifier=config.aaa.nas_identifier,
-            nas_address=listen if specific else _LOOPBACK,
-            server_endpoint=listen if specific else None,
-        )
+        return cls(NasIdentity.from_config(config), config.aaa.iccid_password)
 
 
 class RadiusAuthenticator:
@@ -186,41 +159,11 @@ class RadiusAuthenticator:
 
     def access_request(self, request: AuthRequest) -> Request:
         """The Access-Request for `request` (DESIGN.md section 4)."""
-        settings = self.settings
         context = request.context
-        fields = {
-            "iccid": context.iccid,
-            "name": request.name.decode("utf-8", errors="replace"),
-        }
-        attributes: list[tuple[str, AttributeValue]] = [
-            ("User-Name", settings.username.format(**fields)),
-            ("Calling-Station-Id", context.iccid),
-        ]
-        if context.called_number:
-            attributes.append(("Called-Station-Id", context.called_number))
-        attributes.append(("NAS-Identifier", settings.nas_identifier))
-        if isinstance(settings.nas_address, ipaddress.IPv4Address):
-            attributes.append(("NAS-IP-Address", settings.nas_address))
-        else:
-            attributes.append(("NAS-IPv6-Address", settings.nas_address))
-        attributes += [
-            ("NAS-Port", context.session_id),
-            ("NAS-Port-Type", "Virtual"),
-            ("Service-Type", "Framed-User"),
-            ("Framed-Protocol", "PPP"),
-            ("Tunnel-Type" + _TAG, "L2TP"),
-            ("Tunnel-Medium-Type" + _TAG, _medium(context.lac_address)),
-        ]
-        if context.lac_address:
-            attributes.append(("Tunnel-Client-Endpoint" + _TAG, context.lac_address))
-        if settings.server_endpoint is not None:
-            attributes.append(("Tunnel-Server-Endpoint" + _TAG, str(settings.server_endpoint)))
-        if context.lac_hostname:
-            attributes.append(("Tunnel-Client-Auth-Id" + _TAG, context.lac_hostname))
+        attributes = session_identity(self.settings.nas, context, request.user_name)
         connect_info = _connect_info(context.tx_connect_speed, context.rx_connect_speed)
         if connect_info:
             attributes.append(("Connect-Info", connect_info))
-
         if request.method is AuthMethod.CHAP:
             if request.chap_id is None:
                 raise RadiusPacketError("CHAP request without a CHAP identifier")
@@ -228,16 +171,10 @@ class RadiusAuthenticator:
             return access_request(attributes, chap=chap)
         if request.method is AuthMethod.PAP:
             return access_request(attributes, password=request.password)
-        password = settings.iccid_password.format(**fields).encode("utf-8")
-        return access_request(attributes, password=password)
-
-
-def _medium(lac_address: str) -> str:
-    try:
-        version = ipaddress.ip_address(lac_address).version
-    except ValueError:
-        version = 4
-    return "IPv6" if version == 6 else "IPv4"
+        password = self.settings.iccid_password.format(
+            iccid=context.iccid, name=request.name.decode("utf-8", errors="replace")
+        )
+        return access_request(attributes, password=password.encode("utf-8"))
 
 
 def _connect_info(tx: int | None, rx: int | None) -> str:

@@ -18,7 +18,6 @@ and a HELLO waiting in the socket is answered before the next batch of data.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
 from typing import Protocol
 
 from twisted.application import service
@@ -29,8 +28,6 @@ from lns.adapters.netlink_routes import RouteChanges
 from lns.adapters.tun import RT_SCOPE_LINK, RTPROT_LNS, TunDevice, TunNetwork
 from lns.dataplane.forwarder import Forwarder, SessionPath
 from lns.runtime import RateLimit
-
-CallKey = tuple[int, int]
 
 # The PPP header put before every IP packet sent down a call: Address and Control
 # (RFC 1662 section 3.1), then the uncompressed Protocol field for IP (RFC 1332).
@@ -78,23 +75,16 @@ class DataPlane:
 
     # --- sessions ---------------------------------------------------------------------
 
-    def session_opened(
-        self,
-        key: CallKey,
-        address: ipaddress.IPv4Address,
-        routes: Sequence[ipaddress.IPv4Network],
-        mru: int,
-    ) -> SessionPath:
-        """Forward for this session from now on; returns its counters."""
-        path = self.forwarder.attach(key, address, routes, mru)
+    def session_opened(self, path: SessionPath) -> SessionPath:
+        """Forward for this session from now on (its packets counted in its traffic)."""
+        self.forwarder.attach(path)
         if self.routes is not None:
-            for network in (ipaddress.IPv4Network(address), *routes):
+            for network in (ipaddress.IPv4Network(path.address), *path.networks):
                 self.routes.add(network)
         return path
 
-    def session_closed(self, key: CallKey) -> None:
-        path = self.forwarder.detach(key)
-        if path is None or self.routes is None:
+    def session_closed(self, path: SessionPath) -> None:
+        if not self.forwarder.detach(path) or self.routes is None:
             return
         for network in (ipaddress.IPv4Network(path.address), *path.networks):
             if self.forwarder.owner(network) is None:  # no newer session routes it
@@ -102,11 +92,8 @@ class DataPlane:
 
     # --- packets ----------------------------------------------------------------------
 
-    def from_session(self, key: CallKey, packet: bytes) -> bool:
-        """An IP packet a session sent; False when the session is not forwarding."""
-        path = self.forwarder.path(key)
-        if path is None:
-            return False
+    def from_session(self, path: SessionPath, packet: bytes) -> None:
+        """An IP packet a session sent."""
         spoofed = path.spoofed
         out = self.forwarder.from_session(path, packet, self.clock.seconds())
         if out is None:
@@ -114,7 +101,6 @@ class DataPlane:
         elif self.device is not None:
             self.device.write(out)
             self.packets_written += 1
-        return True
 
     def _dropped(self, path: SessionPath, packet: bytes, spoofed: bool) -> None:
         if not self._drop_log.allow(self.clock.seconds()):

@@ -1,10 +1,7 @@
-"""The SQL address pool for the reactor: `lns.pool.allocator` on a bounded thread pool.
+"""The SQL address pool for the reactor: `lns.pool.allocator` on the node's SQL executor.
 
-Allocation blocks on the database, so it runs on this adapter's own
-`ThreadPool` (DESIGN.md section 6: nothing blocks the reactor, and SQL work
-never queues behind or ahead of anything else in the reactor's shared pool).
-Each call is one transaction on a connection of the engine's pool, which holds
-as many connections as there are threads.
+Allocation blocks on the database, so it runs on the node's
+:class:`~lns.db.executor.SqlExecutor` (DESIGN.md section 6), one transaction a call.
 
 `start()` prepares the database before the first allocation: it runs the
 migrations when asked (`[database] migrate_on_start`) or checks the schema is
@@ -18,23 +15,18 @@ with the reason while it is tried again, backing off from `retry_initial` to
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
-from lns.config import Config
 from lns.db import database
+from lns.db.executor import DatabaseUnavailable, SqlExecutor
 from lns.pool import allocator
 from lns.pool.allocator import AllocationRequest, Lease, PoolUnavailable
-from lns.runtime import run_tracked
 
 __all__ = ["AddressPoolService", "SqlAddressPool"]
 
@@ -61,58 +53,29 @@ class SqlAddressPool:
 
     def __init__(
         self,
-        engine: Engine,
+        executor: SqlExecutor,
         node: str,
         *,
         default_pool: str = "default",
-        threads: int = 4,
-        reactor: IReactorFromThreads | None = None,
         clock: IReactorTime | None = None,
         retry_initial: float = 1.0,
         retry_cap: float = 30.0,
     ) -> None:
-        """`clock` schedules the start-up retries: `reactor` when it has time."""
-        if threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
-        if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor  # type: ignore[assignment]
-        assert reactor is not None
-        if clock is None and IReactorTime.providedBy(reactor):
-            clock = reactor
-        self.engine = engine
+        """`clock` schedules the start-up retries (none without it)."""
+        self.executor = executor
+        self.engine = executor.engine
         self.node = node
         self.default_pool = default_pool
-        self._reactor = reactor
         self._clock = clock
         self._retry_initial = retry_initial
         self._retry_cap = retry_cap
         self._retry_delay = retry_initial
         self._retry: IDelayedCall | None = None
         self._migrate = False
-        self._threadpool = ThreadPool(minthreads=0, maxthreads=threads, name="lns-sql-pool")
         self._state = _State.NEW
         self._failure: PoolUnavailable | None = None
         self._waiters: list[defer.Deferred[None]] = []  # allocations waiting for a start
         self._ready_waiters: list[defer.Deferred[None]] = []  # when_ready(), across retries
-        self._in_flight: set[defer.Deferred[Any]] = set()
-
-    @classmethod
-    def from_config(
-        cls, config: Config, *, threads: int = 4, reactor: IReactorFromThreads | None = None
-    ) -> SqlAddressPool:
-        """The pool of `[database]`, allocating for `[lns] node_name`.
-
-        Raises `lns.db.database.DatabaseUrlError` for an unusable URL.
-        """
-        return cls(
-            database.create_engine(config.database.url, pool_size=threads),
-            config.lns.node_name,
-            default_pool=config.database.default_pool,
-            threads=threads,
-            reactor=reactor,
-        )
 
     # --- Life cycle ---
 
@@ -126,12 +89,11 @@ class SqlAddressPool:
             raise RuntimeError(f"SqlAddressPool.start() called when {self._state.value}")
         self._state = _State.STARTING
         self._migrate = migrate
-        self._threadpool.start()
         return self._attempt()
 
     def _attempt(self) -> defer.Deferred[int]:
         self._retry = None
-        d = self._run(self._prepare, self._migrate)
+        d = _pool_errors(self.executor.call(lambda: self._prepare(self._migrate)))
         d.addCallbacks(self._started, self._start_failed)
         return d
 
@@ -184,26 +146,15 @@ class SqlAddressPool:
         # The failure was logged by _start_failed; nobody else waits on this one.
         self._attempt().addErrback(lambda _: None)
 
-    def stop(self) -> defer.Deferred[None]:
-        """Let the calls in progress finish, then stop the threads and close the connections."""
+    def stop(self) -> None:
+        """No more allocations (the executor lets the calls in progress finish)."""
         if self._state is _State.STOPPED:
-            return defer.succeed(None)
-        was_running = self._state is not _State.NEW
+            return
         self._state = _State.STOPPED
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
         self._wake()
-        in_flight = list(self._in_flight)
-
-        def shut(_: object) -> None:
-            if was_running:
-                self._threadpool.stop()
-            self.engine.dispose()
-
-        d: defer.Deferred[Any] = defer.DeferredList(in_flight, consumeErrors=True)
-        d.addCallback(shut)
-        return d
 
     def when_ready(self) -> defer.Deferred[None]:
         """Fires once the pool is ready, after however many retries; fails if it is stopped."""
@@ -221,33 +172,29 @@ class SqlAddressPool:
         """Lease an address to a session of this node (pool None: the default pool)."""
 
         def run(_: None) -> defer.Deferred[Lease]:
-            return self._run(self._allocate, request)
+            return _pool_errors(
+                self.executor.transaction(
+                    allocator.allocate,
+                    request.pool if request.pool is not None else self.default_pool,
+                    request.iccid,
+                    self.node,
+                    request.tunnel_id,
+                    request.session_id,
+                    request.requested_address,
+                )
+            )
 
         return self._when_ready().addCallback(run)
-
-    def _allocate(self, request: AllocationRequest) -> Lease:
-        with self.engine.begin() as connection:
-            return allocator.allocate(
-                connection,
-                request.pool if request.pool is not None else self.default_pool,
-                request.iccid,
-                self.node,
-                request.tunnel_id,
-                request.session_id,
-                request.requested_address,
-            )
 
     def release(self, lease: Lease) -> defer.Deferred[None]:
         """End the lease (the ICCID stays the address's last holder)."""
 
-        def run(_: None) -> defer.Deferred[None]:
-            return self._run(self._release, lease)
+        def run(_: None) -> defer.Deferred[bool]:
+            return _pool_errors(self.executor.transaction(allocator.release, lease))
 
-        return self._when_ready().addCallback(run)
+        return self._when_ready().addCallback(run).addCallback(self._released, lease)
 
-    def _release(self, lease: Lease) -> None:
-        with self.engine.begin() as connection:
-            ended = allocator.release(connection, lease)
+    def _released(self, ended: bool, lease: Lease) -> None:
         if not ended:
             self.log.info(
                 "lease of {address} (ICCID {iccid}) had already ended",
@@ -282,23 +229,16 @@ class SqlAddressPool:
             else:
                 waiter.errback(self._unavailable())
 
-    def _run(self, work: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
-        return run_tracked(
-            self._reactor, self._threadpool, self._in_flight, _database_work, work, *args
-        )
 
+def _pool_errors(work: defer.Deferred[_T]) -> defer.Deferred[_T]:
+    """Database failures as the pool's own one-line refusal, PoolUnavailable."""
 
-def _database_work(work: Callable[..., _T], *args: Any) -> _T:
-    """Run `work` in a pool thread; database failures become one-line PoolUnavailable."""
-    try:
-        return work(*args)
-    except database.SchemaNotCurrent as exc:
-        raise PoolUnavailable(str(exc)) from None
-    except SQLAlchemyError as exc:
-        orig = getattr(exc, "orig", None)
-        text = str(orig if orig is not None else exc).strip()
-        line = text.splitlines()[0] if text else type(exc).__name__
-        raise PoolUnavailable(f"database error: {line}") from None
+    def unavailable(failure: Failure) -> Failure:
+        if isinstance(failure.value, DatabaseUnavailable):
+            raise PoolUnavailable(str(failure.value)) from None
+        return failure
+
+    return work.addErrback(unavailable)
 
 
 class AddressPoolService(service.Service):
@@ -316,6 +256,6 @@ class AddressPoolService(service.Service):
         # "Unhandled error in Deferred".
         self.ready.addErrback(lambda _: None)
 
-    def stopService(self) -> defer.Deferred[None]:
+    def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]
-        return self.pool.stop()
+        self.pool.stop()

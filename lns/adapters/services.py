@@ -9,22 +9,39 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime, IReactorUDP
 
 from aaa.radius.accounting import RadiusAccounting, RadiusAccountingService
-from aaa.radius.auth import AccessRequestSettings, RadiusAuthenticator
+from aaa.radius.attributes import NasIdentity
+from aaa.radius.auth import RadiusAuthenticator
 from aaa.radius.client import RadiusClientService
 from aaa.radius.dae import DynamicAuthorizationService
 from lns.adapters.dataplane import DataPlaneService, make_dataplane
 from lns.adapters.l2tp import L2tpService
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
-from lns.adapters.ppp import AddressAllocator, Authenticator, NoAuthenticator, PppCalls
+from lns.adapters.sessions import AddressAllocator, Authenticator, SessionRunner
 from lns.config import Config
+from lns.db import database
+from lns.db.executor import SqlExecutor, SqlExecutorService
 from lns.l2tp.endpoint import LacMatch, LnsEndpoint
 from lns.l2tp.reliable import RetransmitPolicy
 from lns.l2tp.tunnel import LacPeer, TunnelSettings
+from lns.ppp.auth import AuthRequest, Decision
 from lns.ppp.lcp import AuthProtocol
-from lns.ppp.session import PppSettings
+from lns.ppp.session import LcpRenegotiation, NoProxyAuth, PppSettings
 from lns.runtime import default_reactor
+from lns.sessions.accounting import AcctSessionIds
+from lns.sessions.supervisor import SessionSupervisor, SupervisorSettings
 
 NO_AAA = "no AAA back end: no [[aaa.radius]] server is configured"
+SQL_THREADS = 4
+
+
+class NoAuthenticator:
+    """Refuses every session: the server runs without an AAA back end configured."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def authenticate(self, request: AuthRequest) -> defer.Deferred[Decision]:
+        return defer.succeed(Decision(False, reason=self.reason, reachable=False))
 
 
 def tunnel_settings(config: Config) -> TunnelSettings:
@@ -51,10 +68,19 @@ def ppp_settings(config: Config) -> PppSettings:
         dns=ppp.dns,
         echo_interval=ppp.echo_interval,
         echo_failures=ppp.echo_failures,
-        lcp_renegotiation=ppp.lcp_renegotiation,
-        no_proxy_auth=ppp.no_proxy_auth,
+        lcp_renegotiation=LcpRenegotiation(ppp.lcp_renegotiation),
+        no_proxy_auth=NoProxyAuth(ppp.no_proxy_auth),
         auth=tuple(AuthProtocol(name) for name in ppp.auth),
         hostname=config.l2tp.hostname.encode(),
+    )
+
+
+def supervisor_settings(config: Config, accounting: bool) -> SupervisorSettings:
+    return SupervisorSettings(
+        node_name=config.lns.node_name,
+        username_template=config.aaa.username,
+        interim_interval=config.aaa.interim_interval,
+        accounting=accounting,
     )
 
 
@@ -76,9 +102,10 @@ def lac_matches(config: Config) -> list[LacMatch]:
 
 
 class NodeService(service.MultiService):
-    """Starts the pool, RADIUS, accounting, dynamic authorization and the data plane before
-    L2TP; stops in the reverse order, L2TP first (StopCCN to every LAC, sessions closed,
-    routes removed, Stop records spooled, leases released), the pool last.
+    """Starts the database, pool, RADIUS, accounting, dynamic authorization and the data
+    plane before L2TP; stops in the reverse order, L2TP first (StopCCN to every LAC,
+    sessions closed, routes removed, Stop records spooled, leases released), the
+    database last.
     """
 
     def __init__(
@@ -89,6 +116,8 @@ class NodeService(service.MultiService):
         accounting: service.Service | None = None,
         dynauth: service.Service | None = None,
         dataplane: DataPlaneService | None = None,
+        database: service.Service | None = None,
+        sessions: SessionRunner | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.l2tp = l2tp
@@ -97,7 +126,9 @@ class NodeService(service.MultiService):
         self.accounting = accounting
         self.dynauth = dynauth
         self.dataplane = dataplane
-        order = (pool, radius, accounting, dynauth, dataplane, l2tp)
+        self.database = database
+        self.sessions = sessions
+        order = (database, pool, radius, accounting, dynauth, dataplane, l2tp)
         self._order = [c for c in order if c is not None]
         for child in self._order:
             child.setServiceParent(self)
@@ -122,29 +153,37 @@ def make_service(
 ) -> NodeService:
     """Every service of the node. Tests inject their own AAA or allocator."""
     reactor = default_reactor(reactor)
+    acct_session_ids = AcctSessionIds(config.lns.node_name, reactor.seconds())
     radius: RadiusAuthenticator | None = None
     radius_service: RadiusClientService | None = None
     if authenticator is None and config.aaa.radius:
         radius = RadiusAuthenticator.from_config(config, reactor)
         radius_service = RadiusClientService(radius.client)
         authenticator = radius
-    pool: SqlAddressPool | None = None
+    executor: SqlExecutor | None = None
     pool_service: AddressPoolService | None = None
     if allocator is None:
-        pool = SqlAddressPool.from_config(config, reactor=reactor)  # type: ignore[arg-type]
+        engine = database.create_engine(config.database.url, pool_size=SQL_THREADS)
+        executor = SqlExecutor(engine, threads=SQL_THREADS, reactor=IReactorFromThreads(reactor))
+        pool = SqlAddressPool(
+            executor,
+            config.lns.node_name,
+            default_pool=config.database.default_pool,
+            clock=reactor,
+        )
         pool_service = AddressPoolService(pool, migrate=config.database.migrate_on_start)
         allocator = pool
     accounting: RadiusAccounting | None = None
     accounting_service: RadiusAccountingService | None = None
-    if radius is not None and pool is not None:
+    if radius is not None and executor is not None:
         # Records are spooled in the node's database before they are sent.
         accounting = RadiusAccounting(
             radius.client,
-            pool.engine,
+            executor,
             config.lns.node_name,
-            AccessRequestSettings.from_config(config),
-            reactor=IReactorFromThreads(reactor),
-            interim_interval=config.aaa.interim_interval,
+            NasIdentity.from_config(config),
+            acct_session_ids,
+            reactor,
         )
         accounting_service = RadiusAccountingService(accounting)
     dataplane = make_dataplane(
@@ -154,28 +193,42 @@ def make_service(
         config.dataplane.mss_clamp,
         reactor,
     )
-    calls = PppCalls(
+    supervisor = SessionSupervisor(
+        supervisor_settings(config, accounting is not None),
         ppp_settings(config),
+        iter(acct_session_ids, None),
+        random.SystemRandom(),
+    )
+    sessions = SessionRunner(
+        supervisor,
         authenticator if authenticator is not None else NoAuthenticator(NO_AAA),
         allocator,
+        dataplane,
         reactor,
-        random.SystemRandom(),
-        username_template=config.aaa.username,
-        accounting=accounting,
-        dataplane=dataplane,
+        accounting,
     )
     endpoint = LnsEndpoint(tunnel_settings(config), lac_matches(config))
     l2tp = L2tpService(
-        endpoint, (config.l2tp.listen_host, config.l2tp.listen_port), reactor=reactor, calls=calls
+        endpoint,
+        (config.l2tp.listen_host, config.l2tp.listen_port),
+        reactor=reactor,
+        calls=sessions,
     )
-    calls.link = l2tp
+    sessions.link = l2tp
     dataplane.link = l2tp
     dynauth = (
-        DynamicAuthorizationService.from_config(config, calls, IReactorUDP(reactor))
+        DynamicAuthorizationService.from_config(config, sessions, IReactorUDP(reactor))
         if config.aaa.dynauth is not None
         else None
     )
     dataplane_service = DataPlaneService(dataplane, config.ppp.local_address, config.ppp.mru)
     return NodeService(
-        l2tp, pool_service, radius_service, accounting_service, dynauth, dataplane_service
+        l2tp,
+        pool_service,
+        radius_service,
+        accounting_service,
+        dynauth,
+        dataplane_service,
+        SqlExecutorService(executor) if executor is not None else None,
+        sessions,
     )

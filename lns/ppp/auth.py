@@ -28,7 +28,11 @@ class AuthSource(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """What the L2TP call says about the session, for AAA and logs."""
+    """What the L2TP call says about the session, for AAA, accounting and logs.
+
+    ``acct_session_id`` is given by the session's owner before PPP starts, so the
+    Access-Request and the accounting records name the session alike.
+    """
 
     iccid: str
     called_number: str = ""
@@ -39,6 +43,7 @@ class CallContext:
     session_id: int = 0
     tx_connect_speed: int | None = None
     rx_connect_speed: int | None = None
+    acct_session_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,8 @@ class AuthRequest:
     chap_id: int | None = None
     chap_challenge: bytes = b""
     chap_response: bytes = b""
+    # The RADIUS User-Name (the `[aaa] username` template), filled in by the session's owner.
+    user_name: str = ""
 
     def __repr__(self) -> str:
         # The password and the CHAP response never reach a log line.

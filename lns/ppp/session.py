@@ -4,10 +4,18 @@ ESTABLISH: adopt the LAC's proxy LCP when it is acceptable, else negotiate LCP
 (``lcp_renegotiation``). AUTHENTICATE: proxy PAP/CHAP, or without proxy
 authentication per ``no_proxy_auth`` (ICCID alone, our own CHAP/PAP
 challenge, or reject). AUTHORIZE and ADDRESS: waiting for AAA and the address
-pool (effects out, results in). NETWORK: IPCP. OPENED: LCP Echo keepalive,
-Session-Timeout and Idle-Timeout. Protocols we do not run (IPv6CP, CCP, any
-other) get an LCP Protocol-Reject. A device that renegotiates LCP or IPCP once
+pool (effects out, results in). NETWORK: IPCP. OPENED: LCP Echo keepalive.
+Session-Timeout and Idle-Timeout are the session supervisor's (:mod:`lns.sessions`),
+which also forwards the session's IP packets. Protocols we do not run (IPv6CP,
+CCP, any other) get an LCP Protocol-Reject. A device that renegotiates LCP or IPCP once
 they are Opened ends the session (Terminate-Request) rather than renegotiating.
+An IPCP Configure-Request that arrives while AAA or the pool is still working is
+kept and answered as soon as the address is known (the device would otherwise
+wait for its own restart timer, 3 s with pppd).
+
+The address lease is opaque here (``LeaseT``): the session only returns it in
+:class:`ReleaseAddress`, exactly once, when it ends or when it ended before the
+pool answered.
 
 I/O-free: events in (``start``, ``frame_received``, ``authenticated``,
 ``address_assigned``, ``handle_timer``, ``close``), effects out, one deadline
@@ -16,12 +24,12 @@ from ``get_timer``.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import ipaddress
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeAlias, TypeVar
 
 from lns.l2tp.proxy import ProxyAuth, ProxyAuthenType, ProxyLcp
 from lns.ppp import chap, pap
@@ -43,6 +51,23 @@ from lns.ppp.termination import TerminateCause
 
 IPv4 = ipaddress.IPv4Address
 DEFAULT_LOCAL_ADDRESS = IPv4("100.64.0.1")
+LeaseT = TypeVar("LeaseT")
+
+
+class LcpRenegotiation(enum.StrEnum):
+    """``[ppp] lcp_renegotiation``: when LCP is negotiated again instead of the LAC's proxy LCP."""
+
+    NEVER = "never"  # refuse a call whose proxy LCP we cannot adopt
+    ON_MISMATCH = "on-mismatch"  # adopt it when acceptable, else renegotiate
+    ALWAYS = "always"
+
+
+class NoProxyAuth(enum.StrEnum):
+    """``[ppp] no_proxy_auth``: what to do when the LAC sent no proxy authentication."""
+
+    ICCID = "iccid"  # ask AAA by the ICCID alone
+    CHALLENGE = "challenge"  # authenticate the device ourselves (CHAP or PAP)
+    REJECT = "reject"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +79,19 @@ class PppSettings:
     dns: tuple[IPv4, ...] = ()
     echo_interval: float = 30.0
     echo_failures: int = 5
-    lcp_renegotiation: str = "on-mismatch"  # never | on-mismatch | always
-    no_proxy_auth: str = "iccid"  # iccid | challenge | reject
+    lcp_renegotiation: LcpRenegotiation = LcpRenegotiation.ON_MISMATCH
+    no_proxy_auth: NoProxyAuth = NoProxyAuth.ICCID
     auth: tuple[AuthProtocol, ...] = (AuthProtocol.CHAP, AuthProtocol.PAP)
     hostname: bytes = b"lns"
     restart_interval: float = 3.0
     max_configure: int = 10
     max_failure: int = 5
     auth_timeout: float = 30.0  # for the device's PAP request or CHAP response
+
+    def __post_init__(self) -> None:
+        # The policies may be given by their configuration names.
+        object.__setattr__(self, "lcp_renegotiation", LcpRenegotiation(self.lcp_renegotiation))
+        object.__setattr__(self, "no_proxy_auth", NoProxyAuth(self.no_proxy_auth))
 
 
 # --- effects ----------------------------------------------------------------------------
@@ -85,8 +115,8 @@ class AllocateAddress:
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseAddress:
-    lease: object
+class ReleaseAddress(Generic[LeaseT]):
+    lease: LeaseT
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +135,14 @@ class SessionClosed:
     temporary: bool = False
 
 
-Effect = SendFrame | Authenticate | AllocateAddress | ReleaseAddress | SessionOpened | SessionClosed
+Effect: TypeAlias = (
+    SendFrame
+    | Authenticate
+    | AllocateAddress
+    | ReleaseAddress[LeaseT]
+    | SessionOpened
+    | SessionClosed
+)
 
 
 class Phase(enum.Enum):
@@ -153,7 +190,7 @@ class _Counters:
     repeated_requests: int = 0  # Configure-Requests repeated after Opened, re-acked
 
 
-class PppSession:
+class PppSession(Generic[LeaseT]):
     # One per session: no per-instance __dict__ (memory per session, benchmarks/memory.py).
     __slots__ = (
         "_adopted_magic",
@@ -163,6 +200,7 @@ class PppSession:
         "_challenge",
         "_challenge_id",
         "_challenges_sent",
+        "_early_ipcp",
         "_echo_deadline",
         "_echo_outstanding",
         "_extra_id",
@@ -171,7 +209,6 @@ class PppSession:
         "_pap_id",
         "_proxy_method",
         "_rng",
-        "_session_deadline",
         "address",
         "auth_source",
         "context",
@@ -179,12 +216,10 @@ class PppSession:
         "decision",
         "ipcp",
         "ipcp_policy",
-        "last_activity",
         "lcp",
         "lcp_policy",
         "lcp_renegotiated",
         "lease",
-        "opened_at",
         "phase",
         "proxy_auth",
         "proxy_lcp",
@@ -207,11 +242,9 @@ class PppSession:
         self.counters = _Counters()
         self.address: IPv4 | None = None
         self.decision: Decision | None = None
-        self.lease: object | None = None
+        self.lease: LeaseT | None = None
         self.lcp_renegotiated = False
         self.auth_source = AuthSource.NONE
-        self.last_activity = 0.0  # the data plane moves this on every IP packet
-        self.opened_at: float | None = None
         self._rng = rng
         self._proxy_method = (
             _PROXY_METHODS.get(ProxyAuthenType(proxy_auth.authen_type))
@@ -232,7 +265,8 @@ class PppSession:
         self._lcp_request: bytes | None = None
         self._ipcp_request: bytes | None = None
         self._echo_outstanding = 0
-        self._session_deadline: float | None = None
+        # The device's IPCP Configure-Request that came before its address was known.
+        self._early_ipcp: ControlPacket | None = None
         self._pap_id = 0
         self._adopted_magic = self.lcp_policy.magic
         self._adopted_magic_negotiated = False
@@ -252,29 +286,28 @@ class PppSession:
 
     def _auth_to_offer(self) -> list[AuthProtocol]:
         """Authentication protocols LCP must ask for: only when we challenge ourselves."""
-        if self._proxy_method is None and self.settings.no_proxy_auth == "challenge":
+        if self._proxy_method is None and self.settings.no_proxy_auth is NoProxyAuth.CHALLENGE:
             return list(self.settings.auth)
         return []
 
     # --- start: proxy LCP or LCP negotiation ----------------------------------------------
 
-    def start(self, now: float) -> list[Effect]:
-        self.last_activity = now
-        if self._proxy_method is None and self.settings.no_proxy_auth == "reject":
+    def start(self, now: float) -> list[Effect[LeaseT]]:
+        if self._proxy_method is None and self.settings.no_proxy_auth is NoProxyAuth.REJECT:
             return self.close(
                 TerminateCause.USER_ERROR,
                 "no proxy authentication from the LAC and no_proxy_auth = reject",
                 now,
             )
         policy = self.settings.lcp_renegotiation
-        if policy != "always":
+        if policy is not LcpRenegotiation.ALWAYS:
             verdict = self._judge_proxy()
             if verdict is None:
                 self.lcp_policy.magic = self._adopted_magic
                 self.lcp_policy.magic_negotiated = self._adopted_magic_negotiated
                 self.lcp_policy.peer_mru = self._adopted_peer_mru
                 return self._handle_lcp(self.lcp.force_opened(now), now)
-            if policy == "never":
+            if policy is LcpRenegotiation.NEVER:
                 return self.close(
                     TerminateCause.USER_ERROR, f"LCP renegotiation refused: {verdict}", now
                 )
@@ -305,7 +338,7 @@ class PppSession:
 
     # --- input --------------------------------------------------------------------------
 
-    def frame_received(self, frame: bytes, now: float) -> list[Effect]:
+    def frame_received(self, frame: bytes, now: float) -> list[Effect[LeaseT]]:
         """A PPP frame from the device (through the L2TP data channel)."""
         if self.phase is Phase.CLOSED:
             return []
@@ -313,8 +346,8 @@ class PppSession:
         try:
             protocol, payload = decode_frame(frame)
             if protocol == Protocol.IP:
+                # IP is the data plane's once the session is open; before, it is discarded.
                 self.counters.ip_packets_in += 1
-                self.last_activity = now
                 return []
             if protocol == Protocol.LCP:
                 return self._lcp_packet(decode_packet(payload), now)
@@ -329,7 +362,7 @@ class PppSession:
             return []
         return self._protocol_reject(protocol, payload)
 
-    def _protocol_reject(self, protocol: int, payload: bytes) -> list[Effect]:
+    def _protocol_reject(self, protocol: int, payload: bytes) -> list[Effect[LeaseT]]:
         """RFC 1661 section 5.7: IPv6CP, CCP or anything we do not run."""
         if self.lcp.state is not AutomatonState.OPENED:
             self.counters.discarded += 1
@@ -350,7 +383,7 @@ class PppSession:
         self.counters.frames_out += 1
         return SendFrame(encode_frame(protocol, packet.encode()))
 
-    def _lcp_packet(self, packet: ControlPacket, now: float) -> list[Effect]:
+    def _lcp_packet(self, packet: ControlPacket, now: float) -> list[Effect[LeaseT]]:
         code = packet.code
         if code in (Code.ECHO_REQUEST, Code.ECHO_REPLY, Code.DISCARD_REQUEST, Code.PROTOCOL_REJECT):
             if self.lcp.state is not AutomatonState.OPENED:
@@ -387,8 +420,19 @@ class PppSession:
             self._lcp_request = packet.data  # the one we ack last is the one in force
         return self._handle_lcp(self.lcp.receive(packet, now), now)
 
-    def _ipcp_packet(self, packet: ControlPacket, now: float) -> list[Effect]:
+    def _ipcp_packet(self, packet: ControlPacket, now: float) -> list[Effect[LeaseT]]:
         if self.ipcp is None:
+            if (
+                packet.code == Code.CONFIGURE_REQUEST
+                and self.phase in (Phase.AUTHORIZE, Phase.ADDRESS)
+                and self.lcp.state is AutomatonState.OPENED
+            ):
+                # The device is done authenticating and asks for its address while
+                # AAA or the pool is still working: keep the request (the latest one)
+                # and answer it as soon as the address is known.
+                _check_options(packet)
+                self._early_ipcp = packet
+                return []
             # RFC 1661 section 3.4: NCP packets before the network phase are discarded.
             self.counters.discarded += 1
             return []
@@ -411,8 +455,8 @@ class PppSession:
 
     # --- LCP and IPCP automaton effects ---------------------------------------------------
 
-    def _handle_lcp(self, effects: Sequence[object], now: float) -> list[Effect]:
-        out: list[Effect] = []
+    def _handle_lcp(self, effects: Sequence[object], now: float) -> list[Effect[LeaseT]]:
+        out: list[Effect[LeaseT]] = []
         ended: str | None = None  # why LCP left Opened or finished
         for effect in effects:
             if isinstance(effect, Send):
@@ -436,8 +480,8 @@ class PppSession:
             out += self.close(TerminateCause.USER_ERROR, f"LCP: {self.lcp_policy.failure}", now)
         return out
 
-    def _handle_ipcp(self, effects: Sequence[object], now: float) -> list[Effect]:
-        out: list[Effect] = []
+    def _handle_ipcp(self, effects: Sequence[object], now: float) -> list[Effect[LeaseT]]:
+        out: list[Effect[LeaseT]] = []
         ended: str | None = None
         for effect in effects:
             if isinstance(effect, Send):
@@ -459,7 +503,7 @@ class PppSession:
 
     # --- authentication -------------------------------------------------------------------
 
-    def _authenticate(self, now: float) -> list[Effect]:
+    def _authenticate(self, now: float) -> list[Effect[LeaseT]]:
         if self.phase is not Phase.ESTABLISH:
             return []
         self.phase = Phase.AUTHENTICATE
@@ -486,7 +530,7 @@ class PppSession:
             return [self._send_challenge(now)]
         return []  # PAP: the device speaks first
 
-    def _ask_aaa(self, request: AuthRequest) -> list[Effect]:
+    def _ask_aaa(self, request: AuthRequest) -> list[Effect[LeaseT]]:
         self.phase = Phase.AUTHORIZE
         self._auth_deadline = None
         return [Authenticate(request)]
@@ -502,7 +546,7 @@ class PppSession:
         packet = chap.challenge(self._challenge_id, self._challenge, self.settings.hostname)
         return self._send(Protocol.CHAP, packet)
 
-    def _chap_packet(self, packet: ControlPacket, now: float) -> list[Effect]:
+    def _chap_packet(self, packet: ControlPacket, now: float) -> list[Effect[LeaseT]]:
         if (
             self.phase is not Phase.AUTHENTICATE
             or self.lcp_policy.auth is not AuthProtocol.CHAP
@@ -523,7 +567,7 @@ class PppSession:
         )
         return self._ask_aaa(request)
 
-    def _pap_packet(self, packet: ControlPacket, now: float) -> list[Effect]:
+    def _pap_packet(self, packet: ControlPacket, now: float) -> list[Effect[LeaseT]]:
         if (
             self.phase is not Phase.AUTHENTICATE
             or self.lcp_policy.auth is not AuthProtocol.PAP
@@ -542,14 +586,14 @@ class PppSession:
         )
         return self._ask_aaa(request)
 
-    def _auth_reply(self, accepted: bool, message: str) -> list[Effect]:
+    def _auth_reply(self, accepted: bool, message: str) -> list[Effect[LeaseT]]:
         if self.auth_source is not AuthSource.PPP:
             return []
         if self.lcp_policy.auth is AuthProtocol.CHAP:
             return [self._send(Protocol.CHAP, chap.result(self._challenge_id, accepted, message))]
         return [self._send(Protocol.PAP, pap.reply(self._pap_id, accepted, message))]
 
-    def authenticated(self, decision: Decision, now: float) -> list[Effect]:
+    def authenticated(self, decision: Decision, now: float) -> list[Effect[LeaseT]]:
         """AAA's answer to our Authenticate effect."""
         if self.phase is not Phase.AUTHORIZE:
             return []
@@ -576,9 +620,13 @@ class PppSession:
 
     # --- address and IPCP ------------------------------------------------------------------
 
-    def address_assigned(self, address: IPv4, lease: object, now: float) -> list[Effect]:
+    def address_assigned(
+        self, address: IPv4, lease: LeaseT | None, now: float
+    ) -> list[Effect[LeaseT]]:
+        """The pool's answer; ``lease`` None for an address no pool manages."""
         if self.phase is not Phase.ADDRESS:
-            return [ReleaseAddress(lease)]  # the session ended while the pool worked
+            # The session ended while the pool worked.
+            return [] if lease is None else [ReleaseAddress(lease)]
         self.address = address
         self.lease = lease
         self.phase = Phase.NETWORK
@@ -589,56 +637,28 @@ class PppSession:
         )
         self.ipcp = self._automaton(self.ipcp_policy)
         out = self._handle_ipcp(self.ipcp.up(now), now)
-        return out + self._handle_ipcp(self.ipcp.open(now), now)
+        out += self._handle_ipcp(self.ipcp.open(now), now)
+        early, self._early_ipcp = self._early_ipcp, None
+        if early is not None and self.phase is Phase.NETWORK:
+            out += self._ipcp_packet(early, now)
+        return out
 
-    def address_failed(self, reason: str, now: float) -> list[Effect]:
+    def address_failed(self, reason: str, now: float) -> list[Effect[LeaseT]]:
         if self.phase is not Phase.ADDRESS:
             return []
         return self.close(
             TerminateCause.SERVICE_UNAVAILABLE, f"no address: {reason}", now, temporary=True
         )
 
-    def _opened(self, now: float) -> list[Effect]:
+    def _opened(self, now: float) -> list[Effect[LeaseT]]:
         assert self.address is not None
         assert self.decision is not None
         self.phase = Phase.OPENED
-        self.opened_at = now
-        self.last_activity = now
         self._echo_deadline = now + self.settings.echo_interval
-        if self.decision.session_timeout:
-            self._session_deadline = now + self.decision.session_timeout
         dns = self.ipcp_policy.dns_given if self.ipcp_policy is not None else ()
         return [SessionOpened(self.address, dns, self.decision)]
 
-    def change_timeouts(
-        self, session_timeout: float | None, idle_timeout: float | None, now: float
-    ) -> None:
-        """A CoA-Request (RFC 5176) changed the limits; None leaves one as it is.
-
-        The new Session-Timeout counts from the start of the session, as the
-        original one does; 0 removes the limit.
-        """
-        if self.decision is None:
-            return
-        changes: dict[str, float | None] = {}
-        if session_timeout is not None:
-            changes["session_timeout"] = session_timeout or None
-        if idle_timeout is not None:
-            changes["idle_timeout"] = idle_timeout or None
-        self.decision = dataclasses.replace(self.decision, **changes)  # type: ignore[arg-type]
-        if self.opened_at is not None and session_timeout is not None:
-            self._session_deadline = self.opened_at + session_timeout if session_timeout else None
-
     # --- timers -----------------------------------------------------------------------------
-
-    def _idle_deadline(self) -> float | None:
-        if (
-            self.phase is not Phase.OPENED
-            or self.decision is None
-            or not self.decision.idle_timeout
-        ):
-            return None
-        return self.last_activity + self.decision.idle_timeout
 
     def get_timer(self) -> float | None:
         if self.phase is Phase.CLOSED:
@@ -648,21 +668,17 @@ class PppSession:
             self.ipcp.get_timer() if self.ipcp is not None else None,
             self._auth_deadline,
             self._echo_deadline,
-            self._session_deadline,
-            self._idle_deadline(),
         ]
         times = [t for t in candidates if t is not None]
         return min(times) if times else None
 
-    def handle_timer(self, now: float) -> list[Effect]:
-        out: list[Effect] = []
-        checks: list[tuple[float | None, Callable[[float], list[Effect]]]] = [
+    def handle_timer(self, now: float) -> list[Effect[LeaseT]]:
+        out: list[Effect[LeaseT]] = []
+        checks: list[tuple[float | None, Callable[[float], list[Effect[LeaseT]]]]] = [
             (self.lcp.get_timer(), lambda t: self._handle_lcp(self.lcp.handle_timer(t), t)),
             (self.ipcp.get_timer() if self.ipcp else None, self._ipcp_timer),
             (self._auth_deadline, self._auth_timer),
             (self._echo_deadline, self._echo_timer),
-            (self._session_deadline, self._session_timer),
-            (self._idle_deadline(), self._idle_timer),
         ]
         for deadline, action in checks:
             if self.phase is Phase.CLOSED:
@@ -671,11 +687,11 @@ class PppSession:
                 out += action(now)
         return out
 
-    def _ipcp_timer(self, now: float) -> list[Effect]:
+    def _ipcp_timer(self, now: float) -> list[Effect[LeaseT]]:
         assert self.ipcp is not None
         return self._handle_ipcp(self.ipcp.handle_timer(now), now)
 
-    def _auth_timer(self, now: float) -> list[Effect]:
+    def _auth_timer(self, now: float) -> list[Effect[LeaseT]]:
         self._auth_deadline = None
         if self.phase is not Phase.AUTHENTICATE:
             return []
@@ -686,7 +702,7 @@ class PppSession:
             return [self._send_challenge(now)]
         return self.close(TerminateCause.USER_ERROR, "the device did not authenticate", now)
 
-    def _echo_timer(self, now: float) -> list[Effect]:
+    def _echo_timer(self, now: float) -> list[Effect[LeaseT]]:
         if self._echo_outstanding >= self.settings.echo_failures:
             return self.close(
                 TerminateCause.LOST_SERVICE,
@@ -698,23 +714,17 @@ class PppSession:
         magic = self.lcp_policy.echo_magic.to_bytes(4, "big")
         return [self._lcp_send(ControlPacket(Code.ECHO_REQUEST, self._next_extra_id(), magic))]
 
-    def _session_timer(self, now: float) -> list[Effect]:
-        return self.close(TerminateCause.SESSION_TIMEOUT, "Session-Timeout reached", now)
-
-    def _idle_timer(self, now: float) -> list[Effect]:
-        return self.close(TerminateCause.IDLE_TIMEOUT, "Idle-Timeout reached", now)
-
     # --- teardown -----------------------------------------------------------------------------
 
     def close(
         self, cause: TerminateCause, message: str, now: float, temporary: bool = False
-    ) -> list[Effect]:
+    ) -> list[Effect[LeaseT]]:
         """End the session from our side: LCP Terminate-Request, address released."""
         if self.phase is Phase.CLOSED:
             return []
         was_open = self.phase is Phase.OPENED
         self.phase = Phase.CLOSED
-        out: list[Effect] = []
+        out: list[Effect[LeaseT]] = []
         if self.lcp.state in _TERMINATE_STATES:
             for effect in self.lcp.close(now, message):
                 if isinstance(effect, Send):
@@ -723,7 +733,7 @@ class PppSession:
         out.append(SessionClosed(cause, message, was_open, temporary))
         return out
 
-    def call_cleared(self, now: float) -> list[Effect]:
+    def call_cleared(self, now: float) -> list[Effect[LeaseT]]:
         """The L2TP call is gone (CDN from the LAC, tunnel down): release, nothing to send."""
         if self.phase is Phase.CLOSED:
             return []
@@ -734,7 +744,7 @@ class PppSession:
             SessionClosed(TerminateCause.LOST_CARRIER, "call cleared", was_open),
         ]
 
-    def _release(self) -> list[Effect]:
+    def _release(self) -> list[Effect[LeaseT]]:
         if self.lease is None:
             return []
         lease, self.lease = self.lease, None
@@ -745,6 +755,8 @@ __all__ = [
     "AllocateAddress",
     "Authenticate",
     "Effect",
+    "LcpRenegotiation",
+    "NoProxyAuth",
     "Phase",
     "PppSession",
     "PppSettings",

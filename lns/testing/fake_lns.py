@@ -92,7 +92,7 @@ class FakeLns:
         self.answer_pings = answer_pings
         self.misroute = False  # answer pings with another destination address
         self.rng = random.Random(7)
-        self.sessions: dict[Key, PppSession] = {}
+        self.sessions: dict[Key, PppSession[object]] = {}
         self.timers: Deadlines[Key] = Deadlines()
         self.next_address = int(IPv4("100.64.1.1"))
         self.outbox: list[bytes] = []
@@ -109,7 +109,7 @@ class FakeLns:
             if isinstance(effect, CallEstablished):
                 call = effect.call
                 key = (effect.tunnel_id, call.session_id)
-                session = PppSession(
+                session: PppSession[object] = PppSession(
                     CallContext(call.iccid),
                     PppSettings(),
                     self.rng,
@@ -149,7 +149,7 @@ class FakeLns:
         if datagram is not None:
             self.outbox.append(datagram.data)
 
-    def _apply(self, key: Key, session: PppSession, effects: list[Any], now: float) -> None:
+    def _apply(self, key: Key, session: PppSession[object], effects: list[Any], now: float) -> None:
         for effect in effects:
             if isinstance(effect, SendFrame):
                 self._send_frame(key, effect.frame)

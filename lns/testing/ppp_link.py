@@ -86,13 +86,13 @@ class Link:
     ) -> None:
         self.now = 0.0
         self.rng = random.Random(1661)
-        self.session = PppSession(
+        self.session: PppSession[object] = PppSession(
             CallContext(ICCID), settings or PppSettings(), self.rng, proxy_lcp, proxy_auth
         )
         self.device = Device(behaviour, random.Random(1332))
         self.aaa = aaa
         self.pool = pool
-        self.effects: list[Effect] = []
+        self.effects: list[Effect[object]] = []
         self.to_device: list[bytes] = []
         self.to_lns: list[bytes] = []
         self.auth_requests: list[AuthRequest] = []
@@ -104,7 +104,7 @@ class Link:
         self._run(self.session.start(self.now))
         self._deliver_to_lns(frames)
 
-    def _run(self, effects: list[Effect]) -> None:
+    def _run(self, effects: list[Effect[object]]) -> None:
         for effect in effects:
             self.effects.append(effect)
             if isinstance(effect, SendFrame):

@@ -15,28 +15,40 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import DatagramProtocol
 
 from aaa.radius import spool
-from aaa.radius.accounting import (
-    AccountingSession,
-    AcctSessionIds,
-    AcctStatus,
-    RadiusAccounting,
-    session_attributes,
-)
-from aaa.radius.auth import AccessRequestSettings
+from aaa.radius.accounting import AcctStatus, RadiusAccounting, session_attributes
+from aaa.radius.attributes import NasIdentity
 from aaa.radius.client import RadiusClient, RadiusUnavailable
 from aaa.radius.packet import Code, Reply
 from lns.config import RadiusServer, Secret
+from lns.db.executor import SqlExecutor
+from lns.ppp.auth import CallContext
 from lns.ppp.termination import TerminateCause
+from lns.sessions.accounting import AccountingSession, AcctSessionIds
 from lns.testing.freeradius import detail_records, records_of
 from lns.testing.ports import free_udp_port
 from lns.testing.sims import PLAIN, RADIUS_SECRET, TIMED
 
 NODE = "lns-test"
-SETTINGS = AccessRequestSettings(nas_identifier=NODE)
+NAS = NasIdentity(nas_identifier=NODE)
 GIGA = 1 << 32
 
 
 # --- fixtures and helpers -------------------------------------------------------------------
+
+
+@pytest.fixture
+def executor(engine):
+    executor = SqlExecutor(engine, threads=2, reactor=reactor)
+    executor.start()
+    yield executor
+    pytest_twisted.blockon(executor.stop())
+
+
+def accounting(sender, executor, clock=None, **options) -> RadiusAccounting:
+    """The node's accounting, its Acct-Session-Ids a series of its own (a node's run)."""
+    clock = clock or reactor
+    ids = AcctSessionIds(NODE, clock.seconds())
+    return RadiusAccounting(sender, executor, NODE, NAS, ids, clock, **options)
 
 
 def spooled(engine) -> list[spool.SpooledRecord]:
@@ -110,16 +122,20 @@ def radius_client(acct_port: int, clock=None, timeout: float = 2.0, retries: int
 
 
 def session(acct: RadiusAccounting, started_at: float, **changes) -> AccountingSession:
-    info = AccountingSession(
-        acct_session_id=acct.new_acct_session_id(),
-        iccid=TIMED.iccid,
-        nas_port=4242,
-        started_at=started_at,
+    context = CallContext(
+        TIMED.iccid,
         called_number="iot.example",
+        lac_hostname="lac1.example",
+        lac_address="198.51.100.7",
+        session_id=4242,
+        acct_session_id=acct.new_acct_session_id(),
+    )
+    info = AccountingSession(
+        context,
+        TIMED.iccid,
+        started_at=started_at,
         framed_address=ipaddress.IPv4Address("100.64.1.2"),
         class_attribute=b"class-45",
-        lac_address="198.51.100.7",
-        lac_hostname="lac1.example",
     )
     return dataclasses.replace(info, **changes)
 
@@ -128,36 +144,33 @@ def session(acct: RadiusAccounting, started_at: float, **changes) -> AccountingS
 
 
 def test_acct_session_ids_unique_across_restarts_and_nodes():
-    clock = task.Clock()
-    clock.advance(1_700_000_000.0)
-    first = AcctSessionIds("lns-1", clock)
+    started = 1_700_000_000.0
+    first = AcctSessionIds("lns-1", started)
     a, b = first(), first()
-    clock.advance(0.001)  # the node restarts a millisecond later
-    again = AcctSessionIds("lns-1", clock)()
-    other = AcctSessionIds("lns-2", clock)()
+    again = AcctSessionIds("lns-1", started + 0.001)()  # restarted a millisecond later
+    other = AcctSessionIds("lns-2", started + 0.001)()
     assert len({a, b, again, other}) == 4
     assert a.startswith("lns-1-")
     assert other.startswith("lns-2-")
-    assert len(AcctSessionIds("n" * 64, clock)()) <= 64
+    assert len(AcctSessionIds("n" * 64, started)()) <= 64
 
 
 def test_stop_attributes_split_counters_into_gigawords():
     info = AccountingSession(
-        "id-1",
-        PLAIN.iccid,
-        7,
+        CallContext(PLAIN.iccid, session_id=7, acct_session_id="id-1"),
+        f"dev@{PLAIN.iccid}",
         started_at=1000.0,
         octets_in=3 * GIGA + 5,
         octets_out=GIGA - 1,
         packets_in=GIGA + 2,
         packets_out=9,
-        ppp_name="dev",
     )
-    settings = dataclasses.replace(SETTINGS, username="{name}@{iccid}")
     attrs = dict(
-        session_attributes(settings, AcctStatus.STOP, info, 1061.7, TerminateCause.IDLE_TIMEOUT)
+        session_attributes(NAS, AcctStatus.STOP, info, 1061.7, TerminateCause.IDLE_TIMEOUT)
     )
-    assert attrs["User-Name"] == f"dev@{PLAIN.iccid}"
+    assert attrs["User-Name"] == f"dev@{PLAIN.iccid}"  # the session's, as it was made
+    assert attrs["Acct-Session-Id"] == "id-1"
+    assert attrs["NAS-Port"] == 7
     assert attrs["Calling-Station-Id"] == PLAIN.iccid
     assert (attrs["Acct-Input-Octets"], attrs["Acct-Input-Gigawords"]) == (5, 3)
     assert (attrs["Acct-Output-Octets"], attrs["Acct-Output-Gigawords"]) == (GIGA - 1, 0)
@@ -166,7 +179,7 @@ def test_stop_attributes_split_counters_into_gigawords():
     assert attrs["Acct-Terminate-Cause"] == TerminateCause.IDLE_TIMEOUT
     assert "Framed-IP-Address" not in attrs
     assert "Class" not in attrs
-    start = dict(session_attributes(SETTINGS, AcctStatus.START, info, 1000.0))
+    start = dict(session_attributes(NAS, AcctStatus.START, info, 1000.0))
     assert "Acct-Session-Time" not in start
     assert "Acct-Input-Octets" not in start
 
@@ -175,11 +188,11 @@ def test_stop_attributes_split_counters_into_gigawords():
 
 
 @pytest_twisted.inlineCallbacks
-def test_failed_record_blocks_later_ones_until_retried_in_order(engine):
+def test_failed_record_blocks_later_ones_until_retried_in_order(engine, executor):
     clock = task.Clock()
     clock.advance(1_700_000_000.0)
     watched = Watched()
-    acct = RadiusAccounting(watched, engine, NODE, SETTINGS, clock=clock, retry_initial=10)
+    acct = accounting(watched, executor, clock=clock, retry_initial=10)
     yield acct.start()
     try:
         info = session(acct, clock.seconds())
@@ -211,12 +224,12 @@ def test_failed_record_blocks_later_ones_until_retried_in_order(engine):
 
 
 @pytest_twisted.inlineCallbacks
-def test_records_arriving_together_share_one_commit(engine):
+def test_records_arriving_together_share_one_commit(engine, executor):
     """Group commit: what arrives while the spool's transaction runs goes in the next."""
     commits = []
     event.listen(engine, "commit", lambda connection: commits.append(1))
     watched = Watched()
-    acct = RadiusAccounting(watched, engine, NODE, SETTINGS)
+    acct = accounting(watched, executor)
     yield acct.start()
     commits.clear()
     try:
@@ -231,7 +244,7 @@ def test_records_arriving_together_share_one_commit(engine):
 
 
 @pytest_twisted.inlineCallbacks
-def test_sessions_are_sent_side_by_side_each_in_order(engine):
+def test_sessions_are_sent_side_by_side_each_in_order(engine, executor):
     """One batch from the spool: the Starts of two sessions go out without waiting for
     each other's answer; a session's Stop waits for its own Start's."""
     created = datetime.now(UTC)
@@ -246,7 +259,7 @@ def test_sessions_are_sent_side_by_side_each_in_order(engine):
             ],
         )
     watched = Watched()
-    acct = RadiusAccounting(watched, engine, NODE, SETTINGS, window=8)
+    acct = accounting(watched, executor, window=8)
     started = acct.start()  # sends what the spool holds
     try:
         yield watched.sent(2)
@@ -265,45 +278,44 @@ def test_sessions_are_sent_side_by_side_each_in_order(engine):
 
 
 @pytest_twisted.inlineCallbacks
-def test_interim_updates_follow_the_interval_until_stop(engine):
-    clock = task.Clock()
-    clock.advance(1_700_000_000.0)
+def test_accounting_on_waits_for_what_came_before_and_goes_alone(engine, executor):
+    """An Accounting-On says the node's earlier sessions are over: it is sent only once
+    the records spooled before it were answered, and nothing after it overtakes it."""
+    created = datetime.now(UTC)
+    with engine.begin() as conn:
+        spool.enqueue_many(
+            conn,
+            NODE,
+            [
+                ("old", AcctStatus.STOP, [("Acct-Session-Id", "old")], created),
+                ("on", AcctStatus.ACCOUNTING_ON, [("Acct-Session-Id", "on")], created),
+                ("new", AcctStatus.START, [("Acct-Session-Id", "new")], created),
+            ],
+        )
     watched = Watched()
-    acct = RadiusAccounting(watched, engine, NODE, SETTINGS, clock=clock, interim_interval=600)
-    yield acct.start()
+    acct = accounting(watched, executor, window=8)
+    started = acct.start()
     try:
-        counters = {"octets_in": 0}
-        info = session(acct, clock.seconds(), interim_interval=300.0)
-
-        def current():
-            return dataclasses.replace(info, **counters)
-
-        yield acct.session_started(info, current)
         yield watched.sent(1)
+        assert [r.get("Acct-Session-Id") for r in watched.requests] == ["old"]
         ack(watched, 0)
-        counters["octets_in"] = GIGA + 7
-        clock.advance(300)
         yield watched.sent(2)
+        assert watched.requests[1].get("Acct-Session-Id") == "on"
+        assert len(watched.requests) == 2
         ack(watched, 1)
-        interim = watched.requests[1]
-        assert interim.get("Acct-Status-Type") == AcctStatus.INTERIM_UPDATE
-        assert (interim.get("Acct-Input-Octets"), interim.get("Acct-Input-Gigawords")) == (7, 1)
-        assert interim.get("Acct-Session-Time") == 300
-        yield acct.session_stopped(current(), TerminateCause.SESSION_TIMEOUT)
         yield watched.sent(3)
+        assert watched.requests[2].get("Acct-Session-Id") == "new"
         ack(watched, 2)
-        yield acct.idle()
-        clock.advance(3000)  # no more Interim-Updates after the Stop
-        yield acct.flush()
-        assert len(watched.requests) == 3
+        yield started
+        assert spooled(engine) == []
     finally:
         yield acct.stop()
 
 
 @pytest_twisted.inlineCallbacks
-def test_stop_leaves_unacknowledged_records_spooled(engine):
+def test_stop_leaves_unacknowledged_records_spooled(engine, executor):
     watched = Watched()
-    acct = RadiusAccounting(watched, engine, NODE, SETTINGS)
+    acct = accounting(watched, executor)
     yield acct.start()
     yield acct.accounting_on()
     yield watched.sent(1)
@@ -318,9 +330,9 @@ def test_stop_leaves_unacknowledged_records_spooled(engine):
 
 @pytest.mark.integration
 @pytest_twisted.inlineCallbacks
-def test_start_interim_stop_arrive_with_their_values(freeradius, engine):
+def test_start_interim_stop_arrive_with_their_values(freeradius, engine, executor):
     client = radius_client(freeradius.acct_port)
-    acct = RadiusAccounting(client, engine, NODE, SETTINGS)
+    acct = accounting(client, executor)
     yield acct.start()
     try:
         now = reactor.seconds()
@@ -370,13 +382,13 @@ def test_start_interim_stop_arrive_with_their_values(freeradius, engine):
 
 @pytest.mark.integration
 @pytest_twisted.inlineCallbacks
-def test_stop_during_outage_arrives_when_the_server_is_back(freeradius, engine):
+def test_stop_during_outage_arrives_when_the_server_is_back(freeradius, engine, executor):
     clock = task.Clock()
     clock.advance(time.time())
     port = free_udp_port()  # nothing listens there yet: the server is down
     client = radius_client(port, clock=clock, timeout=2.0, retries=1)
     watched = Watched(client)
-    acct = RadiusAccounting(watched, engine, NODE, SETTINGS, clock=clock, retry_initial=10)
+    acct = accounting(watched, executor, clock=clock, retry_initial=10)
     relay = None
     yield acct.start()
     try:
@@ -410,12 +422,12 @@ def test_stop_during_outage_arrives_when_the_server_is_back(freeradius, engine):
 
 @pytest.mark.integration
 @pytest_twisted.inlineCallbacks
-def test_records_of_a_killed_node_are_delivered_by_the_next_start(freeradius, engine):
+def test_records_of_a_killed_node_are_delivered_by_the_next_start(freeradius, engine, executor):
     # The first run spools a Start and a Stop and dies before any is acknowledged.
     old_clock = task.Clock()
     old_clock.advance(time.time())
     silent = Watched()
-    old = RadiusAccounting(silent, engine, NODE, SETTINGS, clock=old_clock)
+    old = accounting(silent, executor, clock=old_clock)
     yield old.start()
     info = session(old, old_clock.seconds() - 30)
     yield old.session_started(info)
@@ -426,7 +438,7 @@ def test_records_of_a_killed_node_are_delivered_by_the_next_start(freeradius, en
     new_clock = task.Clock()
     new_clock.advance(old_clock.seconds() + 40)
     client = radius_client(freeradius.acct_port)
-    new = RadiusAccounting(client, engine, NODE, SETTINGS, clock=new_clock)
+    new = accounting(client, executor, clock=new_clock)
     try:
         yield new.start()
         yield new.accounting_on()

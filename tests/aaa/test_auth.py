@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 
@@ -48,6 +49,7 @@ CONTEXT = CallContext(
     session_id=4242,
     tx_connect_speed=9600000,
     rx_connect_speed=384000,
+    acct_session_id="lns-test-18f0000-2a",
 )
 
 
@@ -61,15 +63,23 @@ def chap_request(password: bytes = b"pw-plain", name: bytes = b"device") -> Auth
         chap_id=7,
         chap_challenge=CHALLENGE,
         chap_response=response,
+        user_name=ICCID,
     )
 
 
 def pap_request(password: bytes = b"pw-plain") -> AuthRequest:
-    return AuthRequest(CONTEXT, AuthMethod.PAP, AuthSource.PROXY, name=b"device", password=password)
+    return AuthRequest(
+        CONTEXT,
+        AuthMethod.PAP,
+        AuthSource.PROXY,
+        name=b"device",
+        password=password,
+        user_name=ICCID,
+    )
 
 
 def iccid_request() -> AuthRequest:
-    return AuthRequest(CONTEXT, AuthMethod.ICCID, AuthSource.NONE)
+    return AuthRequest(CONTEXT, AuthMethod.ICCID, AuthSource.NONE, user_name=ICCID)
 
 
 @pytest.fixture
@@ -98,6 +108,8 @@ def test_chap_request_carries_every_attribute(reactor):
     assert server.code == pyrad_packet.AccessRequest
     assert server.verify_message_authenticator()
     assert server["User-Name"] == [ICCID]
+    # The same Acct-Session-Id as the session's accounting records (issue 17).
+    assert server["Acct-Session-Id"] == ["lns-test-18f0000-2a"]
     assert server.VerifyChapPasswd(b"pw-plain")
     assert server["CHAP-Challenge"] == [CHALLENGE]
     assert "User-Password" not in server
@@ -131,9 +143,10 @@ def test_iccid_only_request_uses_the_iccid_password_template(reactor):
     assert server["User-Name"] == [ICCID]
 
 
-def test_username_template_with_name(reactor):
-    request = chap_request(name=b"dev\xffice")
-    server = as_server_sees(reactor, request, username="{name}@{iccid}.sim")
+def test_the_user_name_is_the_sessions(reactor):
+    # Formatted once by the session supervisor (lns.sessions.record.format_user_name).
+    request = dataclasses.replace(chap_request(), user_name=f"dev\ufffdice@{ICCID}.sim")
+    server = as_server_sees(reactor, request)
     assert server["User-Name"] == [f"dev\ufffdice@{ICCID}.sim"]
 
 
@@ -151,8 +164,10 @@ def test_ipv6_listen_address_is_nas_ipv6_address(reactor):
 
 def test_optional_context_left_out(reactor):
     bare = CallContext(iccid=ICCID)
-    server = as_server_sees(reactor, AuthRequest(bare, AuthMethod.ICCID, AuthSource.NONE))
+    request = AuthRequest(bare, AuthMethod.ICCID, AuthSource.NONE, user_name=ICCID)
+    server = as_server_sees(reactor, request)
     for absent in (
+        "Acct-Session-Id",
         "Called-Station-Id",
         "Tunnel-Client-Endpoint",
         "Tunnel-Client-Auth-Id",
@@ -163,10 +178,11 @@ def test_optional_context_left_out(reactor):
 
 
 def test_settings_from_config():
-    settings = AccessRequestSettings.from_config(config(listen="[::]:1701"))
-    assert settings.nas_address == ipaddress.IPv4Address("127.0.0.1")
-    assert settings.server_endpoint is None
-    assert settings.nas_identifier == "lns-test"
+    settings = AccessRequestSettings.from_config(config(listen="[::]:1701", iccid_password="x"))
+    assert settings.nas.nas_address == ipaddress.IPv4Address("127.0.0.1")
+    assert settings.nas.server_endpoint is None
+    assert settings.nas.nas_identifier == "lns-test"
+    assert settings.iccid_password == "x"
 
 
 # --- the answer --------------------------------------------------------------------------
@@ -251,9 +267,10 @@ def test_no_server_answering_is_unreachable(reactor):
 
 
 def test_unbuildable_request_is_refused_without_traffic(reactor):
-    auth = authenticator(reactor, username="{iccid}" + "x" * 300)
+    auth = authenticator(reactor)
     results = []
-    auth.authenticate(chap_request()).addBoth(results.append)
+    request = dataclasses.replace(chap_request(), user_name=ICCID + "x" * 300)
+    auth.authenticate(request).addBoth(results.append)
     assert reactor.take() == []
     [decision] = results
     assert not decision.accepted

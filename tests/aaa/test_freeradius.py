@@ -47,6 +47,7 @@ def context(sim: Sim) -> CallContext:
         session_id=4242,
         tx_connect_speed=9600000,
         rx_connect_speed=384000,
+        acct_session_id="lns-test-18f0000-1",
     )
 
 
@@ -62,12 +63,18 @@ def auth_request(method: str, sim: Sim, password: str | None = None) -> AuthRequ
             chap_id=9,
             chap_challenge=CHALLENGE,
             chap_response=response,
+            user_name=sim.iccid,
         )
     if method == "pap":
         return AuthRequest(
-            context(sim), AuthMethod.PAP, AuthSource.PROXY, name=b"device", password=secret
+            context(sim),
+            AuthMethod.PAP,
+            AuthSource.PROXY,
+            name=b"device",
+            password=secret,
+            user_name=sim.iccid,
         )
-    return AuthRequest(context(sim), AuthMethod.ICCID, AuthSource.NONE)
+    return AuthRequest(context(sim), AuthMethod.ICCID, AuthSource.NONE, user_name=sim.iccid)
 
 
 def radius(address: str, port: int, secret: str = RADIUS_SECRET, **kwargs) -> dict:

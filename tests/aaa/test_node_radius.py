@@ -159,7 +159,8 @@ def test_accounting_and_radclient_disconnect_on_a_live_session(
     lac = Lac(hostname="lac1", secret=L2TP_SECRET.encode(), rng=random.Random(11))
     client = LacClient(lac, ("127.0.0.1", node.l2tp.port.port), reactor)
     client.start()
-    calls = node.l2tp.calls
+    assert node.sessions is not None
+    supervisor = node.sessions.supervisor
     try:
         tunnel = lac.open_tunnel(reactor.seconds())
         call = lac.place_call(
@@ -171,7 +172,8 @@ def test_accounting_and_radclient_disconnect_on_a_live_session(
         )
         client.flush()
         yield client.until(lambda: call.device is not None and call.device.address is not None)
-        acct_id = next(iter(calls.acct_session_ids.values()))  # type: ignore[attr-defined]
+        (record,) = supervisor
+        acct_id = record.acct_session_id
         accounting = node.accounting.accounting  # type: ignore[union-attr]
         yield accounting.flush()
         yield accounting.idle()
@@ -191,9 +193,8 @@ def test_accounting_and_radclient_disconnect_on_a_live_session(
         )
         assert code == 0, (out + err).decode(errors="replace")
         assert b"CoA-ACK" in out + err
-        (session,) = calls.sessions.values()  # type: ignore[attr-defined]
-        assert session.decision.session_timeout == 900
-        assert session.get_timer() is not None
+        assert record.session_timeout == 900
+        assert supervisor.get_timer() is not None
 
         request = tmp_path / "disconnect.txt"
         request.write_text(f'Calling-Station-Id = "{PLAIN.iccid}"\n{protection}')

@@ -19,6 +19,7 @@ from lns.adapters.services import make_service
 from lns.cli import main as lns_admin
 from lns.config import parse_config
 from lns.dataplane import ipv4
+from lns.dataplane.forwarder import SessionPath
 from lns.ppp.auth import AuthRequest, Decision
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.device import Device
@@ -75,26 +76,26 @@ def dataplane() -> tuple[DataPlane, RecordingRoutes, RecordingDevice, RecordingL
 
 def test_routes_follow_the_sessions():
     plane, network, _, _ = dataplane()
-    plane.session_opened((1, 1), A, [LAN], 1450)
+    old = plane.session_opened(SessionPath.for_session((1, 1), A, [LAN], 1450))
     assert network.routes == {ipaddress.IPv4Network(A), LAN}
     # The same SIM again before its old session ended: the newer one owns the routes,
     # and the old one's end must not take them away.
-    plane.session_opened((1, 2), A, [LAN], 1450)
-    plane.session_closed((1, 1))
+    new = plane.session_opened(SessionPath.for_session((1, 2), A, [LAN], 1450))
+    plane.session_closed(old)
     assert network.routes == {ipaddress.IPv4Network(A), LAN}
-    plane.session_closed((1, 2))
+    plane.session_closed(new)
     assert network.routes == set()
-    plane.session_closed((1, 2))  # twice: nothing happens
+    plane.session_closed(new)  # twice: nothing happens
 
 
 def test_packets_both_ways():
     plane, _, device, link = dataplane()
-    path = plane.session_opened((7, 9), A, [LAN], 1450)
+    path = plane.session_opened(SessionPath.for_session((7, 9), A, [LAN], 1450))
     up = ipv4.udp_datagram(int(A), OUTSIDE, 4000, 53, b"q" * 20)
-    assert plane.from_session((7, 9), up)
+    plane.from_session(path, up)
     assert device.written == [up]
     from_lan = ipv4.udp_datagram(int(LAN[5]), OUTSIDE, 4000, 53, b"q")
-    assert plane.from_session((7, 9), from_lan)
+    plane.from_session(path, from_lan)
     down = [
         ipv4.udp_datagram(OUTSIDE, int(A), 53, 4000, b"a" * 30),
         ipv4.udp_datagram(OUTSIDE, int(LAN[9]), 53, 4000, b"b"),
@@ -102,16 +103,14 @@ def test_packets_both_ways():
     ]
     plane.from_network(down)
     assert link.sent == [(7, 9, PPP_IP_HEADER + down[0]), (7, 9, PPP_IP_HEADER + down[1])]
-    assert (path.packets_up, path.packets_down) == (2, 2)
-    assert path.octets_up == len(up) + len(from_lan)
+    assert (path.traffic.packets_up, path.traffic.packets_down) == (2, 2)
+    assert path.traffic.octets_up == len(up) + len(from_lan)
     assert plane.forwarder.counters["no_route"] == 1
-    # Not a forwarding session: the frame goes to the PPP layer instead.
-    assert not plane.from_session((7, 10), up)
 
 
 def test_too_big_with_df_is_answered_with_icmp_through_the_device():
     plane, _, device, link = dataplane()
-    plane.session_opened((1, 1), A, [], 576)
+    plane.session_opened(SessionPath.for_session((1, 1), A, [], 576))
     big = ipv4.datagram(OUTSIDE, int(A), ipv4.UDP, bytes(1000), dont_fragment=True)
     plane.from_network([big])
     assert link.sent == []
@@ -128,14 +127,14 @@ def test_too_big_with_df_is_answered_with_icmp_through_the_device():
 
 def test_spoofed_and_malformed_packets_are_dropped_counted_and_logged():
     plane, _, device, _ = dataplane()
-    path = plane.session_opened((1, 1), A, [], 1450)
+    path = plane.session_opened(SessionPath.for_session((1, 1), A, [], 1450))
     events: list[LogEvent] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        plane.from_session((1, 1), ipv4.udp_datagram(OUTSIDE, OUTSIDE, 1, 2, b"x"))
-        plane.from_session((1, 1), b"\x45\x00")
+        plane.from_session(path, ipv4.udp_datagram(OUTSIDE, OUTSIDE, 1, 2, b"x"))
+        plane.from_session(path, b"\x45\x00")
         for _ in range(100):
-            plane.from_session((1, 1), ipv4.udp_datagram(int(A) + 1, OUTSIDE, 1, 2, b"x"))
+            plane.from_session(path, ipv4.udp_datagram(int(A) + 1, OUTSIDE, 1, 2, b"x"))
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert device.written == []
@@ -151,8 +150,9 @@ def test_mode_none_has_no_device():
     plane = make_dataplane("none", "lns0", LOCAL, True, task.Clock())
     assert plane.device is None
     assert plane.network is None
-    plane.session_opened((1, 1), A, [], 1450)
-    assert plane.from_session((1, 1), ipv4.udp_datagram(int(A), OUTSIDE, 1, 2, b"x"))
+    path = plane.session_opened(SessionPath.for_session((1, 1), A, [], 1450))
+    plane.from_session(path, ipv4.udp_datagram(int(A), OUTSIDE, 1, 2, b"x"))
+    assert path.traffic.packets_up == 1
 
 
 class AcceptAll:
@@ -184,7 +184,8 @@ def test_node_without_a_device_counts_a_sessions_ip_packets(tmp_path: Path):
     lac = Lac(secret=b"s", rng=random.Random(4))
     client = LacClient(lac, ("127.0.0.1", node.l2tp.port.port), reactor)
     client.start()
-    calls = node.l2tp.calls
+    assert node.sessions is not None
+    supervisor = node.sessions.supervisor
     try:
         tunnel = lac.open_tunnel(reactor.seconds())
         call = lac.place_call(
@@ -199,23 +200,27 @@ def test_node_without_a_device_counts_a_sessions_ip_packets(tmp_path: Path):
         assert call.device is not None
         assert call.device.address is not None
         own = int(call.device.address)
-        ((session, path),) = calls.paths.values()  # type: ignore[attr-defined]
-        before = session.last_activity
+        (record,) = supervisor
+        path = record.path
+        assert path is not None
+        assert path.attached
+        assert path.traffic is record.traffic  # the session's one set of counters
+        before = record.last_activity()
         # A spoofed packet alone is dropped and does not count as activity.
         lac.send_ppp(call, PPP_IP_HEADER + ipv4.udp_datagram(own + 1, OUTSIDE, 1, 2, b"x"))
         client.flush()
         yield client.until(lambda: path.spoofed == 1)
-        assert session.last_activity == before
+        assert record.last_activity() == before
         good = ipv4.udp_datagram(own, OUTSIDE, 1000, 53, b"x" * 50)
         for form in (PPP_IP_HEADER, b"\x00\x21", b"\xff\x03\x21", b"\x21"):
             lac.send_ppp(call, form + good)
         client.flush()
-        yield client.until(lambda: path.packets_up == 4)
+        yield client.until(lambda: path.traffic.packets_up == 4)
     finally:
         yield node.stopService()
         yield client.stop()
-    assert path.packets_up == 4
-    assert path.octets_up == 4 * len(good)
+    assert path.traffic.packets_up == 4
+    assert path.traffic.octets_up == 4 * len(good)
     assert path.spoofed == 1
-    assert session.last_activity > before
-    assert calls.paths == {}  # type: ignore[attr-defined]
+    assert record.last_activity() > before
+    assert len(node.dataplane.dataplane.forwarder) == 0  # type: ignore[union-attr]

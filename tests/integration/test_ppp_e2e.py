@@ -132,14 +132,14 @@ def test_two_hundred_sessions_reach_ipcp_opened_with_distinct_addresses(tmp_path
             challenged = [c for n, c in enumerate(calls) if n % 4 == 2]
             assert all(c.device is not None and c.device.state.auth_result == "success"
                        for c in challenged)  # fmt: skip
-            assert len(node.l2tp.calls.sessions) == SESSIONS  # type: ignore[attr-defined]
+            assert len(node.sessions.supervisor) == SESSIONS  # type: ignore[union-attr]
 
             for call in calls:
                 lac.hang_up(call)
             client.flush()
             yield client.until(
                 lambda: (
-                    not node.l2tp.calls.sessions  # type: ignore[attr-defined]
+                    not len(node.sessions.supervisor)  # type: ignore[union-attr]
                     and all(t.channel.idle for t in tunnels)
                 ),
                 timeout=60,
@@ -205,7 +205,7 @@ def test_a_sim_that_attaches_again_takes_over_its_address(tmp_path: Path):
         assert second.device.address == address  # sticky: the SIM keeps its address
         assert first.result is not None  # the first call was cleared with a CDN
         assert "superseded" in first.result.message
-        assert len(node.l2tp.calls.sessions) == 1  # type: ignore[attr-defined]
+        assert len(node.sessions.supervisor) == 1  # type: ignore[union-attr]
     finally:
         yield node.stopService()  # StopCCN, acknowledged by the still-running LAC
         yield client.stop()

@@ -11,6 +11,7 @@ from twisted.internet import defer, reactor, task
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
 from lns.config import parse_config
 from lns.db import database
+from lns.db.executor import SqlExecutor
 from lns.pool import admin
 from lns.pool.allocator import (
     AllocationRequest,
@@ -45,8 +46,20 @@ def leases(url: str) -> list[Lease]:
     return found
 
 
+def pool_on(engine, node: str = "lns-1", threads: int = 4, **options) -> SqlAddressPool:
+    """A pool on a started SQL executor of its own (stopped with it by `shut`)."""
+    executor = SqlExecutor(engine, threads=threads, reactor=reactor)
+    executor.start()
+    return SqlAddressPool(executor, node, **options)
+
+
 def make_pool(url: str, threads: int = 4) -> SqlAddressPool:
-    return SqlAddressPool(database.create_engine(url, pool_size=threads), "lns-1", threads=threads)
+    return pool_on(database.create_engine(url, pool_size=threads), threads=threads)
+
+
+def shut(pool: SqlAddressPool) -> defer.Deferred:
+    pool.stop()
+    return pool.executor.stop()
 
 
 @pytest_twisted.inlineCallbacks
@@ -74,7 +87,7 @@ def test_allocate_and_release_through_the_thread_pool(sqlite_url):
         again = yield pool.allocate(AllocationRequest(ICCID, 5, 11))
         assert (again.address, again.origin) == (lease.address, LeaseOrigin.STICKY)
     finally:
-        yield pool.stop()
+        yield shut(pool)
 
 
 @pytest_twisted.inlineCallbacks
@@ -89,7 +102,7 @@ def test_refusals_arrive_as_typed_failures(sqlite_url):
         with pytest.raises(UnknownPool):
             yield pool.allocate(AllocationRequest(iccid(3), 1, 3, pool="nope"))
     finally:
-        yield pool.stop()
+        yield shut(pool)
 
 
 @pytest_twisted.inlineCallbacks
@@ -107,15 +120,15 @@ def test_concurrent_allocations_get_distinct_addresses(sqlite_url):
         yield defer.gatherResults([pool.release(lease) for lease in results])
         assert leases(sqlite_url) == []
     finally:
-        yield pool.stop()
+        yield shut(pool)
 
 
 @pytest_twisted.inlineCallbacks
 def test_start_migrates_when_asked_and_releases_the_leases_of_this_node(empty_sqlite_url):
     engine = database.create_engine(empty_sqlite_url)
-    pool = SqlAddressPool(engine, "lns-1")
+    pool = pool_on(engine)
     yield pool.start(migrate=True)
-    yield pool.stop()
+    yield shut(pool)
     assert database.current(engine) == database.head()
 
     # Leases left behind by this node's previous run, and one of another node.
@@ -124,9 +137,9 @@ def test_start_migrates_when_asked_and_releases_the_leases_of_this_node(empty_sq
         allocate(connection, "default", iccid(1), "lns-1", 1, 1)
         allocate(connection, "default", iccid(2), "lns-1", 1, 2)
         kept = allocate(connection, "default", iccid(3), "lns-2", 1, 3)
-    restarted = SqlAddressPool(database.create_engine(empty_sqlite_url), "lns-1")
+    restarted = pool_on(database.create_engine(empty_sqlite_url))
     released = yield restarted.start(migrate=True)
-    yield restarted.stop()
+    yield shut(restarted)
     assert released == 2
     assert leases(empty_sqlite_url) == [kept]
 
@@ -137,13 +150,13 @@ def test_allocations_asked_before_start_finished_wait_for_it(sqlite_url):
     engine = database.create_engine(sqlite_url)
     with engine.begin() as connection:
         stale = allocate(connection, "default", ICCID, "lns-1", 1, 1)
-    pool = SqlAddressPool(engine, "lns-1")
+    pool = pool_on(engine)
     started = pool.start()
     # Asked at once: runs after the start-up release, so the ICCID's stale lease is gone.
     lease = yield pool.allocate(AllocationRequest(ICCID, 2, 2))
     assert (yield started) == 1
     assert (lease.address, lease.origin) == (stale.address, LeaseOrigin.STICKY)
-    yield pool.stop()
+    yield shut(pool)
 
 
 @pytest_twisted.inlineCallbacks
@@ -156,7 +169,7 @@ def test_an_unmigrated_database_fails_start_and_every_allocation(empty_sqlite_ur
         yield pool.start(migrate=False)
     with pytest.raises(PoolUnavailable, match="run `lns-admin db upgrade`"):
         yield pool.allocate(AllocationRequest(ICCID, 1, 1))
-    yield pool.stop()
+    yield shut(pool)
     with pytest.raises(PoolUnavailable, match="is stopped"):
         yield pool.allocate(AllocationRequest(ICCID, 1, 1))
 
@@ -164,11 +177,11 @@ def test_an_unmigrated_database_fails_start_and_every_allocation(empty_sqlite_ur
 @pytest_twisted.inlineCallbacks
 def test_an_unreachable_database_is_a_pool_unavailable_failure():
     engine = database.create_engine("postgresql+psycopg://lns:pw@127.0.0.1:1/lns")
-    pool = SqlAddressPool(engine, "lns-1", threads=1)
+    pool = pool_on(engine, threads=1)
     with pytest.raises(PoolUnavailable, match="database error: connection failed") as failure:
         yield pool.start()
     assert "pw" not in str(failure.value)
-    yield pool.stop()
+    yield shut(pool)
 
 
 @pytest_twisted.inlineCallbacks
@@ -179,7 +192,12 @@ def test_the_service_starts_the_pool_from_the_configuration(empty_sqlite_url):
             "database": {"url": empty_sqlite_url, "default_pool": "other"},
         }
     )
-    pool = SqlAddressPool.from_config(config, threads=2, reactor=reactor)
+    pool = pool_on(
+        database.create_engine(config.database.url),
+        config.lns.node_name,
+        threads=2,
+        default_pool=config.database.default_pool,
+    )
     assert (pool.node, pool.default_pool) == ("lns-7", "other")
     pool_service = AddressPoolService(pool, migrate=config.database.migrate_on_start)
     pool_service.startService()
@@ -190,13 +208,14 @@ def test_the_service_starts_the_pool_from_the_configuration(empty_sqlite_url):
     assert (lease.pool, lease.node) == ("other", "lns-7")
     yield pool_service.stopService()
     assert not pool_service.running
+    yield pool.executor.stop()
 
 
 @pytest_twisted.inlineCallbacks
 def test_a_failed_start_is_tried_again_until_it_succeeds(empty_sqlite_url):
     clock = task.Clock()
     engine = database.create_engine(empty_sqlite_url)
-    pool = SqlAddressPool(engine, "lns-1", clock=clock, retry_initial=2.0, retry_cap=3.0)
+    pool = pool_on(engine, clock=clock, retry_initial=2.0, retry_cap=3.0)
     with pytest.raises(PoolUnavailable, match=r"run `lns-admin db upgrade`"):
         yield pool.start()
     with pytest.raises(PoolUnavailable, match=r"not ready: .* \(trying again in 2 s\)"):
@@ -213,19 +232,19 @@ def test_a_failed_start_is_tried_again_until_it_succeeds(empty_sqlite_url):
     yield ready
     lease = yield pool.allocate(AllocationRequest(ICCID, 1, 1))
     assert lease.address == ipaddress.IPv4Address("10.0.0.0")
-    yield pool.stop()
+    yield shut(pool)
 
 
 @pytest_twisted.inlineCallbacks
 def test_stopping_cancels_the_retry(empty_sqlite_url):
     clock = task.Clock()
-    pool = SqlAddressPool(database.create_engine(empty_sqlite_url), "lns-1", clock=clock)
+    pool = pool_on(database.create_engine(empty_sqlite_url), clock=clock)
     with pytest.raises(PoolUnavailable):
         yield pool.start()
     assert len(clock.getDelayedCalls()) == 1
     ready = pool.when_ready()
-    yield pool.stop()
+    yield shut(pool)
     assert clock.getDelayedCalls() == []
     with pytest.raises(PoolUnavailable, match="is stopped"):
         yield ready
-    yield pool.stop()  # twice is harmless
+    yield shut(pool)  # twice is harmless

@@ -221,15 +221,40 @@ def test_framed_address_and_pool_reach_the_allocation() -> None:
     assert link.device.address == framed
 
 
-def test_ipcp_before_the_network_phase_is_discarded() -> None:
-    link = make_link(aaa=lambda request: None)  # AAA never answers
+def test_ipcp_before_authentication_is_discarded() -> None:
+    # RFC 1661 section 3.4: NCP packets before the network phase are discarded; one that
+    # comes while LCP is still being negotiated is not kept either.
+    link = Link(
+        PppSettings(lcp_renegotiation="always"),
+        proxy_lcp=to_l2tp_proxy_lcp(random.Random(7)),
+        aaa=lambda request: None,
+        behaviour=DeviceBehaviour(),
+    )
+    session = link.session
+    request = ControlPacket(Code.CONFIGURE_REQUEST, 1, addr(IpcpOption.IP_ADDRESS, ZERO).encode())
+    session.frame_received(encode_frame(Protocol.IPCP, request.encode()), 0.0)
+    assert session.counters.discarded == 1
+    assert session.phase is Phase.ESTABLISH
+
+
+def test_ipcp_request_during_authorization_is_answered_as_soon_as_the_address_is_known() -> None:
+    # The device asks for its address while AAA still works: the request is kept and
+    # answered the moment the pool gives the address, not after the device's restart
+    # timer (3 s with pppd) makes it ask again.
+    link = make_link(aaa=lambda request: None)  # AAA answers below
     link.start()
     request = ControlPacket(Code.CONFIGURE_REQUEST, 1, addr(IpcpOption.IP_ADDRESS, ZERO).encode())
     link.send_from_device(encode_frame(Protocol.IPCP, request.encode()))
-
     assert packets(link.to_device, Protocol.IPCP) == []
-    assert link.session.counters.discarded == 1
     assert link.session.phase is Phase.AUTHORIZE
+
+    link._run(link.session.authenticated(Decision(True), link.now))
+
+    answers = [p for p in packets(link.to_device, Protocol.IPCP) if p.identifier == 1]
+    assert [p.code for p in answers] == [Code.CONFIGURE_NAK]
+    assert decode_options(answers[0].data) == [addr(IpcpOption.IP_ADDRESS, ASSIGNED)]
+    assert link.session.phase is Phase.OPENED
+    assert link.now == 0.0  # no timer had to fire
 
 
 def test_device_protocol_rejecting_ipcp_closes() -> None:

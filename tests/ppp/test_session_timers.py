@@ -1,9 +1,9 @@
-"""LCP Echo keepalive, Session-Timeout and Idle-Timeout on the fake clock.
+"""LCP Echo keepalive on the fake clock.
 
 RFC 1661 section 5.8 (Echo-Request/Reply with the Magic-Number), DESIGN.md section
 2 steps 8-9: an Echo-Request every ``echo_interval``; ``echo_failures`` missed
-replies end the session (Acct-Terminate-Cause Lost-Service); Session-Timeout and
-Idle-Timeout come from the AAA decision (RFC 2865 sections 5.27 and 5.28).
+replies end the session (Acct-Terminate-Cause Lost-Service). Session-Timeout and
+Idle-Timeout are the session supervisor's: tests/sessions.
 """
 
 from __future__ import annotations
@@ -149,73 +149,7 @@ def test_echo_request_before_lcp_is_open_is_discarded() -> None:
     assert link.session.counters.discarded == 1
 
 
-# --- Session-Timeout and Idle-Timeout -----------------------------------------------------
-
-
-def test_session_timeout() -> None:
-    link = make_link(decision=Decision(True, session_timeout=3600))
-    opened_at = link.now
-    link.advance(3600 - 0.001)
-    assert link.closed is None
-    link.advance(0.001)
-
-    closed = link.closed
-    assert closed is not None
-    assert closed.cause is TerminateCause.SESSION_TIMEOUT
-    assert "Session-Timeout" in closed.message
-    assert closed.was_open
-    assert link.now == opened_at + 3600
-    assert link.released == [("lease", ASSIGNED)]
-    terminate = packets(link.to_device, Protocol.LCP)[-1]
-    assert terminate.code == Code.TERMINATE_REQUEST
-    assert link.device.state.terminated
-
-
-def test_session_timeout_not_reset_by_traffic() -> None:
-    link = make_link(decision=Decision(True, session_timeout=100))
-    for _ in range(9):
-        link.advance(10)
-        link.send_from_device(IP_PACKET)
-    link.advance(10)
-    assert link.closed is not None
-    assert link.closed.cause is TerminateCause.SESSION_TIMEOUT
-
-
-def test_idle_timeout_without_traffic() -> None:
-    link = make_link(decision=Decision(True, idle_timeout=600))
-    link.advance(600 - 0.001)
-    assert link.closed is None
-    link.advance(0.001)
-
-    closed = link.closed
-    assert closed is not None
-    assert closed.cause is TerminateCause.IDLE_TIMEOUT
-    assert "Idle-Timeout" in closed.message
-    assert link.released == [("lease", ASSIGNED)]
-
-
-def test_ip_traffic_resets_the_idle_timeout() -> None:
-    link = make_link(decision=Decision(True, idle_timeout=600))
-    link.advance(500)
-    link.send_from_device(IP_PACKET)
-    last_packet = link.now
-    assert link.session.counters.ip_packets_in == 1
-    assert link.session.get_timer() is not None
-
-    link.advance(599.999)
-    assert link.closed is None
-    link.advance(0.001)
-    assert link.closed is not None
-    assert link.closed.cause is TerminateCause.IDLE_TIMEOUT
-    assert link.now == last_packet + 600
-
-
-def test_echoes_are_not_traffic_for_the_idle_timeout() -> None:
-    link = make_link(decision=Decision(True, idle_timeout=100))
-    link.advance(100)
-    assert link.closed is not None
-    assert link.closed.cause is TerminateCause.IDLE_TIMEOUT
-    assert len(echo_requests(link)) == 3  # at 30, 60 and 90 s, all answered
+# --- no timeouts of its own --------------------------------------------------------------
 
 
 def test_no_timeouts_without_them_in_the_decision() -> None:
@@ -223,26 +157,3 @@ def test_no_timeouts_without_them_in_the_decision() -> None:
     assert link.session.get_timer() == link.now + SETTINGS.echo_interval
     link.advance(86400)
     assert link.closed is None
-
-
-def test_coa_shortens_the_session_timeout_counted_from_the_start() -> None:
-    link = make_link(decision=Decision(True, session_timeout=3600))
-    opened_at = link.now
-    link.advance(10)
-    link.session.change_timeouts(60, None, link.now)
-    link.advance(49.999)
-    assert link.closed is None
-    link.advance(0.001)
-    assert link.closed is not None
-    assert link.closed.cause is TerminateCause.SESSION_TIMEOUT
-    assert link.now == opened_at + 60
-
-
-def test_coa_sets_an_idle_timeout_and_zero_removes_the_session_timeout() -> None:
-    link = make_link(decision=Decision(True, session_timeout=100))
-    link.session.change_timeouts(0, 500, link.now)
-    link.advance(499)
-    assert link.closed is None  # the Session-Timeout of 100 s is gone
-    link.advance(1)
-    assert link.closed is not None
-    assert link.closed.cause is TerminateCause.IDLE_TIMEOUT
