@@ -285,30 +285,27 @@ def _hmac_md5(secret: bytes, data: bytes) -> bytes:
 # --- Replies ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A verified reply: its code and attributes as plain values, in order.
+class AttributeList:
+    """What a decoded packet's attribute list answers: values by name, typed.
 
-    `message_authenticator` is True when the reply carried a Message-Authenticator
-    and it was valid (a present but invalid one is never accepted: the reply is
-    rejected by `decode_reply`). Attributes our dictionary does not know are kept
-    raw in `unknown`, keyed by type or (vendor, type).
+    Mixed into the packets we receive (:class:`Reply`, :class:`DynauthRequest`), whose
+    `attributes` are (name, value) pairs in packet order; passwords never show in a repr.
     """
 
+    __slots__ = ()
+    attributes: tuple[tuple[str, AttributeValue], ...]
     code: Code
     identifier: int
-    attributes: tuple[tuple[str, AttributeValue], ...] = ()
-    message_authenticator: bool = False
-    unknown: tuple[tuple[int | tuple[int, int], bytes], ...] = ()
-    # Attributes that failed to decode (wrong length for their type...), by name.
-    undecodable: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         shown = ", ".join(
             f"{name}=***" if name in _HIDDEN else f"{name}={value!r}"
             for name, value in self.attributes
         )
-        return f"Reply({self.code.name}, id={self.identifier}: {shown})"
+        return f"{type(self).__name__}({self.code.name}, id={self.identifier}: {shown})"
+
+    def names(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.attributes)
 
     def values(self, name: str) -> tuple[AttributeValue, ...]:
         return tuple(value for key, value in self.attributes if key == name)
@@ -346,6 +343,25 @@ class Reply:
     def ipv4(self, name: str) -> ipaddress.IPv4Address | None:
         value = self.first(name)
         return value if isinstance(value, ipaddress.IPv4Address) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(AttributeList):
+    """A verified reply: its code and attributes as plain values, in order.
+
+    `message_authenticator` is True when the reply carried a Message-Authenticator
+    and it was valid (a present but invalid one is never accepted: the reply is
+    rejected by `decode_reply`). Attributes our dictionary does not know are kept
+    raw in `unknown`, keyed by type or (vendor, type).
+    """
+
+    code: Code
+    identifier: int
+    attributes: tuple[tuple[str, AttributeValue], ...] = ()
+    message_authenticator: bool = False
+    unknown: tuple[tuple[int | tuple[int, int], bytes], ...] = ()
+    # Attributes that failed to decode (wrong length for their type...), by name.
+    undecodable: tuple[str, ...] = ()
 
 
 def message_authenticator_vector(reply_code: Code, request: EncodedRequest) -> bytes:
@@ -571,7 +587,7 @@ def encode_dynauth_request(
 
 
 @dataclass(frozen=True, slots=True)
-class DynauthRequest:
+class DynauthRequest(AttributeList):
     """A verified Disconnect-Request or CoA-Request: its attributes as plain values.
 
     `message_authenticator` is True when it carried a valid Message-Authenticator.
@@ -588,25 +604,6 @@ class DynauthRequest:
     unknown: tuple[tuple[int | tuple[int, int], bytes], ...] = ()
     undecodable: tuple[str, ...] = ()
     proxy_state: tuple[bytes, ...] = ()
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{name}=***" if name in _HIDDEN else f"{name}={value!r}"
-            for name, value in self.attributes
-        )
-        return f"DynauthRequest({self.code.name}, id={self.identifier}: {shown})"
-
-    def names(self) -> frozenset[str]:
-        return frozenset(name for name, _ in self.attributes)
-
-    def values(self, name: str) -> tuple[AttributeValue, ...]:
-        return tuple(value for key, value in self.attributes if key == name)
-
-    def first(self, name: str) -> AttributeValue | None:
-        for key, value in self.attributes:
-            if key == name:
-                return value
-        return None
 
 
 def decode_dynauth_request(
