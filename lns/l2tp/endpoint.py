@@ -154,7 +154,6 @@ class LnsEndpoint:
         call = conn.calls.get(packet.session_id)
         if call is None or call.state is not CallState.ESTABLISHED:
             return self._drop(peer, "unknown_session", f"data for session {packet.session_id}")
-        call.count_received(packet.payload)
         return [PppFrameReceived(conn.tunnel_id, call.session_id, packet.payload)]
 
     def _drop(self, peer: Address, counter: str, reason: str) -> list[Effect]:

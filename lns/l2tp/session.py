@@ -26,7 +26,8 @@ class CallState(enum.Enum):
 
 @dataclass(slots=True, eq=False)
 class IncomingCall:
-    """One session in a tunnel: identifiers, what the LAC told us, data counters."""
+    """One session in a tunnel: identifiers and what the LAC told us (the session's traffic is
+    counted by the data plane, lns.dataplane.forwarder.Traffic)."""
 
     session_id: int  # ours, unique within the tunnel
     peer_session_id: int  # the LAC's
@@ -44,10 +45,6 @@ class IncomingCall:
     rx_connect_speed: int | None = None
     accm: Accm | None = None
     call_errors: CallErrors | None = None
-    frames_in: int = 0
-    frames_out: int = 0
-    octets_in: int = 0
-    octets_out: int = 0
     _data_ns: int = 0
 
     def connect(self, iccn: Iccn) -> None:
@@ -62,14 +59,8 @@ class IncomingCall:
 
     def frame_ppp(self, ppp: bytes) -> bytes:
         """A PPP frame of ours as a data message (Ns on every one when sequencing is required)."""
-        self.frames_out += 1
-        self.octets_out += len(ppp)
         if not self.sequencing_required:
             return encode_data(self.peer_tunnel_id, self.peer_session_id, ppp)
         ns = self._data_ns
         self._data_ns = (ns + 1) % SEQUENCE_MODULUS
         return encode_data(self.peer_tunnel_id, self.peer_session_id, ppp, ns=ns, nr=0)
-
-    def count_received(self, ppp: bytes) -> None:
-        self.frames_in += 1
-        self.octets_in += len(ppp)
