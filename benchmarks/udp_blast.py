@@ -21,8 +21,8 @@ import signal
 import socket
 import time
 
-from lns.dataplane import ipv4
 from lns.l2tp.header import encode_data
+from lns.testing import packets
 
 DISCARD_PORT = 9
 IP_UDP_HEADERS = 28
@@ -80,7 +80,7 @@ def main() -> None:
         lns = address(args.lns)
         target = int(ipaddress.IPv4Address(args.to))
         for tunnel_id, session_id, source in calls:
-            packet = ipv4.udp_datagram(source, target, 40000, DISCARD_PORT, payload)
+            packet = packets.udp_datagram(source, target, 40000, DISCARD_PORT, payload)
             frame = b"\xff\x03\x00\x21" + packet
             datagrams.append((encode_data(tunnel_id, session_id, frame), lns))
     else:

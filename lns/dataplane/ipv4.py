@@ -5,8 +5,8 @@ Everything here works on ``bytes`` and takes addresses as ``int`` (u32), so the 
 never builds an ``ipaddress`` object per packet. Functions meant for the hot path
 (:func:`valid_header`, :func:`source`, :func:`destination`, :func:`dont_fragment`,
 :func:`clamp_mss`) never raise on short or garbled input; the rest assume a packet that
-:func:`valid_header` accepted. The builders at the end (:func:`icmp_echo`, :func:`tcp_syn`,
-:func:`udp_datagram`...) serve the tests, the load generator and the benchmarks.
+:func:`valid_header` accepted. Only what forwarding needs lives here: the packets tests,
+the load generator and the benchmarks send are built by `lns.testing.packets`.
 """
 
 from __future__ import annotations
@@ -42,21 +42,15 @@ five slices. It raises ``struct.error`` on fewer than 20 bytes.
 _U16: Final = struct.Struct("!H")
 _U32: Final = struct.Struct("!I")
 _HEADER: Final = struct.Struct("!BBHHHBBHII")  # a 20-byte header without options
-_PSEUDO: Final = struct.Struct("!IIxBH")  # RFC 793 section 3.1 / RFC 768 pseudo-header
 _ICMP_HEADER: Final = struct.Struct("!BBHHH")  # type, code, checksum, two 16-bit fields
-_TCP_HEADER: Final = struct.Struct("!HHIIBBHHH")
-_UDP_HEADER: Final = struct.Struct("!HHHH")
 
 # ICMP types (RFC 792) that are errors: never answered with another error (RFC 1122 3.2.2).
 _ICMP_ERRORS: Final = frozenset({3, 4, 5, 11, 12})
-ECHO_REPLY: Final = 0
-ECHO_REQUEST: Final = 8
 _DESTINATION_UNREACHABLE: Final = 3
 _FRAGMENTATION_NEEDED: Final = 4  # code of type 3 (RFC 792; next-hop MTU from RFC 1191)
 _INTERNETWORK_CONTROL: Final = 0xC0  # RFC 1812 4.3.2.5: precedence 6 for ICMP errors
 
 _TCP_SYN: Final = 0x02
-_TCP_ACK: Final = 0x10
 _OPTION_END: Final = 0  # TCP and IP options: End of Option List
 _OPTION_NOP: Final = 1  # No-Operation
 _TCP_MSS: Final = 2  # RFC 879: kind 2, length 4, 16-bit value
@@ -242,6 +236,34 @@ def _unicast(address: int) -> bool:
     return top != 0 and top != 127 and top < 224
 
 
+def _ip_header(
+    source: int,
+    destination: int,
+    protocol: int,
+    payload_length: int,
+    *,
+    identification: int = 0,
+    dont_fragment: bool = False,
+    ttl: int = 64,
+    tos: int = 0,
+) -> bytes:
+    fields = (
+        0x45,
+        tos,
+        20 + payload_length,
+        identification & 0xFFFF,
+        DF if dont_fragment else 0,
+        ttl,
+        protocol,
+        0,
+        source,
+        destination,
+    )
+    header = bytearray(_HEADER.pack(*fields))
+    _U16.pack_into(header, _HEADER_CHECKSUM, checksum(header))
+    return bytes(header)
+
+
 def fragmentation_needed(packet: bytes, next_hop_mtu: int, our_address: int) -> bytes:
     """An ICMP Destination Unreachable, Fragmentation Needed and DF Set, for ``packet``.
 
@@ -364,189 +386,3 @@ def fragment(packet: bytes, mtu: int) -> list[bytes]:
         position = end
         current = later_header
     return fragments
-
-
-# --- Builders for tests, the load generator and benchmarks -------------------------------
-
-
-def _ip_header(
-    source: int,
-    destination: int,
-    protocol: int,
-    payload_length: int,
-    *,
-    identification: int = 0,
-    dont_fragment: bool = False,
-    ttl: int = 64,
-    tos: int = 0,
-) -> bytes:
-    fields = (
-        0x45,
-        tos,
-        20 + payload_length,
-        identification & 0xFFFF,
-        DF if dont_fragment else 0,
-        ttl,
-        protocol,
-        0,
-        source,
-        destination,
-    )
-    header = bytearray(_HEADER.pack(*fields))
-    _U16.pack_into(header, _HEADER_CHECKSUM, checksum(header))
-    return bytes(header)
-
-
-def datagram(
-    source: int,
-    destination: int,
-    protocol: int,
-    payload: bytes,
-    *,
-    identification: int = 0,
-    dont_fragment: bool = False,
-    ttl: int = 64,
-) -> bytes:
-    """An IPv4 packet with a 20-byte header (no options) and a correct header checksum."""
-    return (
-        _ip_header(
-            source,
-            destination,
-            protocol,
-            len(payload),
-            identification=identification,
-            dont_fragment=dont_fragment,
-            ttl=ttl,
-        )
-        + payload
-    )
-
-
-def transport_checksum(source: int, destination: int, protocol: int, segment: bytes) -> int:
-    """The TCP or UDP checksum of ``segment`` with its pseudo-header (RFC 793, RFC 768).
-
-    Computed over the segment as given: zero its checksum field first to build one, or
-    leave it in place to verify one (a correct segment gives 0).
-    """
-    pseudo = _PSEUDO.pack(source, destination, protocol, len(segment))
-    return checksum(pseudo + segment)
-
-
-def icmp_echo(
-    source: int,
-    destination: int,
-    identifier: int,
-    sequence: int,
-    payload: bytes = b"",
-    *,
-    reply: bool = False,
-) -> bytes:
-    """An ICMP Echo Request (or Echo Reply with ``reply=True``), RFC 792, as an IPv4 packet."""
-    message = bytearray(
-        _ICMP_HEADER.pack(
-            ECHO_REPLY if reply else ECHO_REQUEST, 0, 0, identifier & 0xFFFF, sequence & 0xFFFF
-        )
-    )
-    message += payload
-    _U16.pack_into(message, 2, checksum(message))
-    return datagram(source, destination, ICMP, bytes(message))
-
-
-def parse_icmp_echo(packet: bytes) -> tuple[int, int, int, int, int] | None:
-    """``(type, source, destination, identifier, sequence)`` of an ICMP Echo or Echo Reply.
-
-    None for anything else: a bad header, another protocol or ICMP type, a fragment, or an
-    ICMP checksum that does not verify.
-    """
-    if not valid_header(packet) or packet[_PROTOCOL] != ICMP:
-        return None
-    if ((packet[_FLAGS_OFFSET] << 8) | packet[_FLAGS_OFFSET + 1]) & (MF | OFFSET_MASK):
-        return None
-    header_length = (packet[0] & 0x0F) * 4
-    total = (packet[2] << 8) | packet[3]
-    if total - header_length < 8:
-        return None
-    kind, code, _, identifier, sequence = _ICMP_HEADER.unpack_from(packet, header_length)
-    if kind not in (ECHO_REQUEST, ECHO_REPLY) or code != 0:
-        return None
-    if checksum(memoryview(packet)[header_length:total]) != 0:
-        return None
-    return kind, source(packet), destination(packet), identifier, sequence
-
-
-def tcp_segment(
-    source: int,
-    destination: int,
-    source_port: int,
-    destination_port: int,
-    *,
-    seq: int = 0,
-    ack: int = 0,
-    flags: int = _TCP_ACK,
-    options: bytes = b"",
-    payload: bytes = b"",
-    window: int = 65535,
-    dont_fragment: bool = True,
-) -> bytes:
-    """A TCP segment in an IPv4 packet, with correct checksums.
-
-    ``options`` are raw TCP option bytes, padded here with End of Option List to a
-    multiple of 4; ``flags`` is the TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08,
-    ACK 0x10).
-    """
-    options += bytes(-len(options) % 4)
-    data_offset = (20 + len(options)) // 4
-    segment = bytearray(
-        _TCP_HEADER.pack(
-            source_port,
-            destination_port,
-            seq & 0xFFFFFFFF,
-            ack & 0xFFFFFFFF,
-            data_offset << 4,
-            flags,
-            window,
-            0,
-            0,
-        )
-    )
-    segment += options
-    segment += payload
-    _U16.pack_into(segment, 16, transport_checksum(source, destination, TCP, bytes(segment)))
-    return datagram(source, destination, TCP, bytes(segment), dont_fragment=dont_fragment)
-
-
-def tcp_syn(
-    source: int,
-    destination: int,
-    source_port: int,
-    destination_port: int,
-    mss: int | None,
-    seq: int = 0,
-    *,
-    ack: int | None = None,
-) -> bytes:
-    """A TCP SYN carrying an MSS option (none when ``mss`` is None); a SYN-ACK when ``ack``
-    is given."""
-    options = b"" if mss is None else bytes([_TCP_MSS, 4]) + _U16.pack(mss)
-    return tcp_segment(
-        source,
-        destination,
-        source_port,
-        destination_port,
-        seq=seq,
-        ack=0 if ack is None else ack,
-        flags=_TCP_SYN if ack is None else _TCP_SYN | _TCP_ACK,
-        options=options,
-    )
-
-
-def udp_datagram(
-    source: int, destination: int, source_port: int, destination_port: int, payload: bytes
-) -> bytes:
-    """A UDP datagram (RFC 768) in an IPv4 packet, with correct checksums."""
-    segment = bytearray(_UDP_HEADER.pack(source_port, destination_port, 8 + len(payload), 0))
-    segment += payload
-    value = transport_checksum(source, destination, UDP, bytes(segment))
-    # RFC 768: a computed checksum of zero is sent as all ones (zero means "none").
-    _U16.pack_into(segment, 6, value or 0xFFFF)
-    return datagram(source, destination, UDP, bytes(segment))

@@ -41,11 +41,11 @@ from twisted.logger import Logger
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.reliable import RetransmitPolicy
 from lns.loadgen.options import LoadOptions, ProxyAuth, Teardown
-from lns.loadgen.ping import echo_request, parse_echo_reply
 from lns.loadgen.progress import Progress, Snapshot
 from lns.loadgen.stats import RunStats, Samples
 from lns.ppp.frame import Protocol, encode_frame
 from lns.runtime import DeadlineTimer
+from lns.testing import packets
 from lns.testing.lacsim.device import Device, DeviceBehaviour
 from lns.testing.lacsim.lac import (
     LCP_AUTH_CHAP_MD5,
@@ -480,15 +480,16 @@ class LoadRun(LacObserver):
         self._recent_hello.add(rtt)
 
     def ip_received(self, call: SimulatedCall, packet: bytes, now: float) -> None:
-        reply = parse_echo_reply(packet)
+        reply = packets.parse_echo_reply(packet)
         if reply is None or self.options.ping is None:
             return
         device = call.device
         if (
             reply.identifier == call.session_id
-            and reply.source == self.options.ping
+            and reply.source == int(self.options.ping)
             and device is not None
-            and reply.destination == device.address
+            and device.address is not None
+            and reply.destination == int(device.address)
         ):
             self.stats.pings_answered += 1
             self._answered.add(call)
@@ -532,7 +533,9 @@ class LoadRun(LacObserver):
             if call not in self._up or address is None:
                 continue
             self._ping_sequence = (self._ping_sequence + 1) % 0x10000
-            packet = echo_request(address, target, call.session_id, self._ping_sequence)
+            packet = packets.icmp_echo(
+                int(address), int(target), call.session_id, self._ping_sequence
+            )
             self.lac.send_ppp(call, encode_frame(Protocol.IP, packet))
             self.stats.pings_sent += 1
         self._flush()

@@ -21,7 +21,6 @@ from twisted.internet.task import Clock
 from lns.deadlines import Deadlines
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.effects import CallCleared, CallEstablished, PppFrameReceived
-from lns.loadgen.ping import echo_request, internet_checksum
 from lns.loadgen.run import LoadRun
 from lns.ppp.auth import CallContext, Decision
 from lns.ppp.frame import Protocol, decode_frame, encode_frame
@@ -33,6 +32,7 @@ from lns.ppp.session import (
     SendFrame,
     SessionClosed,
 )
+from lns.testing import packets
 from lns.testing.l2tp_network import LAC_ADDRESS, make_endpoint
 
 IPv4 = ipaddress.IPv4Address
@@ -134,13 +134,14 @@ class FakeLns:
         protocol, packet = decode_frame(frame)
         if protocol != Protocol.IP:
             return False
-        if self.answer_pings and len(packet) >= 28 and packet[9] == 1 and packet[20] == 8:
-            source, destination = IPv4(packet[12:16]), IPv4(packet[16:20])
-            identifier = int.from_bytes(packet[24:26], "big")
-            sequence = int.from_bytes(packet[26:28], "big")
+        echo = packets.parse_icmp_echo(packet)
+        if self.answer_pings and echo is not None and echo.kind == packets.ECHO_REQUEST:
+            source = echo.source
             if self.misroute:
-                source = IPv4(int(source) ^ 1)  # another session's address
-            reply = echo_reply(destination, source, identifier, sequence)
+                source ^= 1  # another session's address
+            reply = packets.icmp_echo(
+                echo.destination, source, echo.identifier, echo.sequence, reply=True
+            )
             self._send_frame(key, encode_frame(Protocol.IP, reply))
         return True
 
@@ -186,15 +187,6 @@ class FakeLns:
             session = self.sessions.get(key)
             if session is not None:
                 self._apply(key, session, session.handle_timer(now), now)
-
-
-def echo_reply(source: IPv4, destination: IPv4, identifier: int, sequence: int) -> bytes:
-    """An Echo Reply: an Echo Request turned round (type 0), its ICMP checksum redone."""
-    packet = bytearray(echo_request(source, destination, identifier, sequence))
-    packet[20] = 0
-    packet[22:24] = b"\x00\x00"
-    packet[22:24] = internet_checksum(bytes(packet[20:])).to_bytes(2, "big")
-    return bytes(packet)
 
 
 def pump(reactor: FakeReactor, lns: FakeLns, run: LoadRun, limit: float = 600.0) -> None:

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from lns.dataplane import ipv4
 from lns.ppp.frame import ip_packet
+from lns.testing import packets
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.device import Device, DeviceBehaviour
 from lns.testing.lacsim.lac import Lac, SimulatedCall, default_proxy_lcp, proxy_chap
@@ -91,12 +92,12 @@ class Driver:
             frames.clear()
 
     def ip_received(self, session: Session, packet: bytes) -> None:
-        echo = ipv4.parse_icmp_echo(packet)
+        echo = packets.parse_icmp_echo(packet)
         if echo is not None:
             kind, _source, destination, identifier, sequence = echo
             if destination != session.address:
                 session.strays.append(f"for {ipaddress.IPv4Address(destination)}")
-            elif kind == 0:
+            elif kind == packets.ECHO_REPLY:
                 if identifier == SPOOF_ID:
                     session.strays.append("reply to a spoofed request")
                 session.replies.add((identifier, sequence))
@@ -110,15 +111,11 @@ class Driver:
         for session in self.sessions:
             for frame in session.call.frames:
                 packet = ip_packet(frame)
-                echo = ipv4.parse_icmp_echo(packet) if packet is not None else None
-                if echo is None or echo[0] != 8:
+                reply = packets.answer_echo(packet) if packet is not None else None
+                if reply is None:
                     continue
-                _, source, destination, identifier, sequence = echo
-                if any(ipaddress.IPv4Address(destination) in n for n in self.serve):
-                    payload = packet[28:] if packet is not None else b""
-                    reply = ipv4.icmp_echo(destination, source, identifier, sequence, payload)
-                    reply = reply[:20] + b"\x00" + reply[21:]  # type 0: echo reply
-                    self.send_ip(session, _fix_icmp(reply))
+                if any(ipaddress.IPv4Address(ipv4.source(reply)) in n for n in self.serve):
+                    self.send_ip(session, reply)
                     session.served += 1
             session.call.frames.clear()
         self.client.flush()
@@ -145,7 +142,7 @@ class Driver:
         for session in self.sessions:
             for number, target in enumerate(self.targets):
                 assert session.address is not None
-                request = ipv4.icmp_echo(session.address, target, session.index, number, b"lns")
+                request = packets.icmp_echo(session.address, target, session.index, number, b"lns")
                 self.send_ip(session, request)
         self.client.flush()
         wanted = {(s.index, n) for s in self.sessions for n in range(len(self.targets))}
@@ -200,9 +197,9 @@ class Driver:
         first, second = self.sessions[0], self.sessions[1]
         assert second.address is not None
         target = self.targets[-1]
-        self.send_ip(first, ipv4.icmp_echo(second.address, target, SPOOF_ID, 1))
+        self.send_ip(first, packets.icmp_echo(second.address, target, SPOOF_ID, 1))
         self.client.flush()
-        self.send_ip(second, ipv4.icmp_echo(second.address, target, SENTINEL_ID, 1))
+        self.send_ip(second, packets.icmp_echo(second.address, target, SENTINEL_ID, 1))
         self.client.flush()
         yield self.until(lambda: (SENTINEL_ID, 1) in second.replies, "sentinel reply")
         return (SPOOF_ID, 1) in second.replies
@@ -215,12 +212,12 @@ class Driver:
         session = self.sessions[0]
         assert session.address is not None
         destination = int(ipaddress.IPv4Address(host))
-        syn = ipv4.tcp_syn(session.address, destination, SYN_PORT, int(port), 1460, SYN_SEQ)
+        syn = packets.tcp_syn(session.address, destination, SYN_PORT, int(port), 1460, SYN_SEQ)
         self.send_ip(session, syn)
         self.client.flush()
         yield self.until(lambda: session.syn_ack_seq is not None, "SYN-ACK")
         assert session.syn_ack_seq is not None
-        ack = ipv4.tcp_segment(
+        ack = packets.tcp_segment(
             session.address,
             destination,
             SYN_PORT,
@@ -260,15 +257,6 @@ class Driver:
 
         stdio.StandardIO(Lines())  # type: ignore[no-untyped-call]
         return done
-
-
-def _fix_icmp(packet: bytes) -> bytes:
-    """Recompute the ICMP checksum of a packet whose ICMP header was edited."""
-    header = (packet[0] & 0x0F) * 4
-    icmp = bytearray(packet[header:])
-    icmp[2:4] = b"\x00\x00"
-    icmp[2:4] = ipv4.checksum(icmp).to_bytes(2, "big")
-    return packet[:header] + bytes(icmp)
 
 
 def main() -> None:

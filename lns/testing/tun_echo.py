@@ -21,7 +21,7 @@ machine may have no ``ping`` binary::
     tun_echo.py ping --count 3 --timeout 1 100.64.7.9
 
 Errors opening or configuring the device are one line on stderr and exit status 1.
-The ICMP code below is shared by both ends, which is why they are one script.
+Both ends build and read their ICMP with `lns.testing.packets`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import json
 import os
 import select
 import socket
-import struct
 import sys
 import time
 from typing import Any
@@ -43,68 +42,7 @@ from twisted.protocols.basic import LineReceiver
 
 from lns.adapters.netlink_routes import RouteChanges
 from lns.adapters.tun import RT_SCOPE_LINK, RTPROT_LNS, TunDevice, TunError, TunNetwork, errno_name
-
-ICMP_ECHO_REPLY = 0
-ICMP_ECHO_REQUEST = 8
-IPPROTO_ICMP = 1
-_ICMP_ECHO = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
-
-
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071: one's complement of the one's complement sum of 16-bit words."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def icmp_echo(kind: int, identifier: int, sequence: int, payload: bytes) -> bytes:
-    unsummed = _ICMP_ECHO.pack(kind, 0, 0, identifier, sequence) + payload
-    checksum = internet_checksum(unsummed)
-    return _ICMP_ECHO.pack(kind, 0, checksum, identifier, sequence) + payload
-
-
-def parse_echo(packet: bytes) -> tuple[int, int, int, bytes] | None:
-    """(type, identifier, sequence, payload) of an ICMP echo in an IPv4 packet, else None."""
-    if len(packet) < 20 or packet[0] >> 4 != 4 or packet[9] != IPPROTO_ICMP:
-        return None
-    header_length = (packet[0] & 0x0F) * 4
-    total_length = struct.unpack_from("!H", packet, 2)[0]
-    icmp = packet[header_length:total_length]
-    if len(icmp) < _ICMP_ECHO.size:
-        return None
-    kind, _code, _checksum, identifier, sequence = _ICMP_ECHO.unpack_from(icmp)
-    if kind not in (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY):
-        return None
-    return kind, identifier, sequence, icmp[_ICMP_ECHO.size :]
-
-
-def echo_reply(request: bytes) -> bytes | None:
-    """The IPv4 echo reply to an IPv4 echo request (no IP options kept), else None."""
-    echo = parse_echo(request)
-    if echo is None or echo[0] != ICMP_ECHO_REQUEST:
-        return None
-    _kind, identifier, sequence, payload = echo
-    icmp = icmp_echo(ICMP_ECHO_REPLY, identifier, sequence, payload)
-    source, destination = request[12:16], request[16:20]
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,  # version 4, header length 5 words
-        0,  # TOS
-        20 + len(icmp),  # total length
-        struct.unpack_from("!H", request, 4)[0],  # identification, kept
-        0,  # flags, fragment offset
-        64,  # TTL
-        IPPROTO_ICMP,
-        0,  # header checksum, computed below
-        destination,  # swapped: the reply comes from the address that was pinged
-        source,
-    )
-    checksum = internet_checksum(header)
-    return header[:10] + struct.pack("!H", checksum) + header[12:] + icmp
-
+from lns.testing.packets import answer_echo, echo_message, echo_payload, parse_echo_reply
 
 # --- serve -------------------------------------------------------------------------
 
@@ -125,7 +63,7 @@ class EchoHost:
     def packets_received(self, packets: list[bytes]) -> None:
         self.largest_batch = max(self.largest_batch, len(packets))
         for packet in packets:
-            reply = echo_reply(packet)
+            reply = answer_echo(packet)
             if reply is None or not self.routed(ipaddress.IPv4Address(packet[16:20])):
                 self.ignored += 1
             elif self.device.write(reply):
@@ -251,9 +189,7 @@ def ping(options: argparse.Namespace) -> int:
         send_errors: dict[str, int] = {}
         for sequence in range(options.count):
             try:
-                sock.sendto(
-                    icmp_echo(ICMP_ECHO_REQUEST, identifier, sequence, payload), (options.target, 0)
-                )
+                sock.sendto(echo_message(identifier, sequence, payload), (options.target, 0))
             except OSError as exc:
                 name = errno_name(exc.errno)
                 send_errors[name] = send_errors.get(name, 0) + 1
@@ -263,13 +199,14 @@ def ping(options: argparse.Namespace) -> int:
         while len(answered) < options.count and (remaining := deadline - time.monotonic()) > 0:
             if not select.select([sock], [], [], remaining)[0]:
                 break
-            echo = parse_echo(sock.recv(65535))
+            packet = sock.recv(65535)
+            echo = parse_echo_reply(packet)
             if (
                 echo is not None
-                and echo[:2] == (ICMP_ECHO_REPLY, identifier)
-                and echo[3] == payload
+                and echo.identifier == identifier
+                and echo_payload(packet) == payload
             ):
-                answered.add(echo[2])
+                answered.add(echo.sequence)
     print(
         json.dumps({"sent": options.count, "received": len(answered), "send_errors": send_errors}),
         flush=True,

@@ -21,6 +21,7 @@ from lns.config import parse_config
 from lns.dataplane import ipv4
 from lns.dataplane.forwarder import SessionPath
 from lns.ppp.auth import AuthRequest, Decision
+from lns.testing import packets
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.device import Device
 from lns.testing.lacsim.lac import Lac, default_proxy_lcp, proxy_pap
@@ -91,15 +92,15 @@ def test_routes_follow_the_sessions():
 def test_packets_both_ways():
     plane, _, device, link = dataplane()
     path = plane.session_opened(SessionPath.for_session((7, 9), A, [LAN], 1450))
-    up = ipv4.udp_datagram(int(A), OUTSIDE, 4000, 53, b"q" * 20)
+    up = packets.udp_datagram(int(A), OUTSIDE, 4000, 53, b"q" * 20)
     plane.from_session(path, up)
     assert device.written == [up]
-    from_lan = ipv4.udp_datagram(int(LAN[5]), OUTSIDE, 4000, 53, b"q")
+    from_lan = packets.udp_datagram(int(LAN[5]), OUTSIDE, 4000, 53, b"q")
     plane.from_session(path, from_lan)
     down = [
-        ipv4.udp_datagram(OUTSIDE, int(A), 53, 4000, b"a" * 30),
-        ipv4.udp_datagram(OUTSIDE, int(LAN[9]), 53, 4000, b"b"),
-        ipv4.udp_datagram(OUTSIDE, int(A) + 1, 53, 4000, b"nobody"),
+        packets.udp_datagram(OUTSIDE, int(A), 53, 4000, b"a" * 30),
+        packets.udp_datagram(OUTSIDE, int(LAN[9]), 53, 4000, b"b"),
+        packets.udp_datagram(OUTSIDE, int(A) + 1, 53, 4000, b"nobody"),
     ]
     plane.from_network(down)
     assert link.sent == [(7, 9, PPP_IP_HEADER + down[0]), (7, 9, PPP_IP_HEADER + down[1])]
@@ -111,7 +112,7 @@ def test_packets_both_ways():
 def test_too_big_with_df_is_answered_with_icmp_through_the_device():
     plane, _, device, link = dataplane()
     plane.session_opened(SessionPath.for_session((1, 1), A, [], 576))
-    big = ipv4.datagram(OUTSIDE, int(A), ipv4.UDP, bytes(1000), dont_fragment=True)
+    big = packets.datagram(OUTSIDE, int(A), ipv4.UDP, bytes(1000), dont_fragment=True)
     plane.from_network([big])
     assert link.sent == []
     (icmp,) = device.written
@@ -120,7 +121,7 @@ def test_too_big_with_df_is_answered_with_icmp_through_the_device():
     assert icmp[21] == 4  # fragmentation needed
     assert int.from_bytes(icmp[26:28], "big") == 576
     # Without DF it is fragmented to fit, every piece down the session.
-    plane.from_network([ipv4.datagram(OUTSIDE, int(A), ipv4.UDP, bytes(1000))])
+    plane.from_network([packets.datagram(OUTSIDE, int(A), ipv4.UDP, bytes(1000))])
     assert len(link.sent) == 2
     assert all(len(frame) - len(PPP_IP_HEADER) <= 576 for _, _, frame in link.sent)
 
@@ -131,10 +132,10 @@ def test_spoofed_and_malformed_packets_are_dropped_counted_and_logged():
     events: list[LogEvent] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        plane.from_session(path, ipv4.udp_datagram(OUTSIDE, OUTSIDE, 1, 2, b"x"))
+        plane.from_session(path, packets.udp_datagram(OUTSIDE, OUTSIDE, 1, 2, b"x"))
         plane.from_session(path, b"\x45\x00")
         for _ in range(100):
-            plane.from_session(path, ipv4.udp_datagram(int(A) + 1, OUTSIDE, 1, 2, b"x"))
+            plane.from_session(path, packets.udp_datagram(int(A) + 1, OUTSIDE, 1, 2, b"x"))
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert device.written == []
@@ -151,7 +152,7 @@ def test_mode_none_has_no_device():
     assert plane.device is None
     assert plane.network is None
     path = plane.session_opened(SessionPath.for_session((1, 1), A, [], 1450))
-    plane.from_session(path, ipv4.udp_datagram(int(A), OUTSIDE, 1, 2, b"x"))
+    plane.from_session(path, packets.udp_datagram(int(A), OUTSIDE, 1, 2, b"x"))
     assert path.traffic.packets_up == 1
 
 
@@ -207,11 +208,11 @@ def test_node_without_a_device_counts_a_sessions_ip_packets(tmp_path: Path):
         assert path.traffic is record.traffic  # the session's one set of counters
         before = record.last_activity()
         # A spoofed packet alone is dropped and does not count as activity.
-        lac.send_ppp(call, PPP_IP_HEADER + ipv4.udp_datagram(own + 1, OUTSIDE, 1, 2, b"x"))
+        lac.send_ppp(call, PPP_IP_HEADER + packets.udp_datagram(own + 1, OUTSIDE, 1, 2, b"x"))
         client.flush()
         yield client.until(lambda: path.spoofed == 1)
         assert record.last_activity() == before
-        good = ipv4.udp_datagram(own, OUTSIDE, 1000, 53, b"x" * 50)
+        good = packets.udp_datagram(own, OUTSIDE, 1000, 53, b"x" * 50)
         for form in (PPP_IP_HEADER, b"\x00\x21", b"\xff\x03\x21", b"\x21"):
             lac.send_ppp(call, form + good)
         client.flush()

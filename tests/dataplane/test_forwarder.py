@@ -15,14 +15,16 @@ from hypothesis import strategies as st
 from lns.dataplane.forwarder import Forwarder, SessionPath
 from lns.dataplane.ipv4 import (
     checksum,
+    tcp_mss,
+    valid_header,
+)
+from lns.testing.packets import (
     datagram,
     icmp_echo,
     parse_icmp_echo,
-    tcp_mss,
     tcp_segment,
     tcp_syn,
     udp_datagram,
-    valid_header,
 )
 
 SETTINGS = settings(max_examples=300, deadline=None)

@@ -17,20 +17,22 @@ from lns.dataplane import ipv4
 from lns.dataplane.ipv4 import (
     checksum,
     clamp_mss,
-    datagram,
     destination,
     dont_fragment,
     fragment,
     fragmentation_needed,
-    icmp_echo,
     ones_sum,
-    parse_icmp_echo,
     source,
     tcp_mss,
+    valid_header,
+)
+from lns.testing.packets import (
+    datagram,
+    icmp_echo,
+    parse_icmp_echo,
     tcp_segment,
     tcp_syn,
     udp_datagram,
-    valid_header,
 )
 
 SETTINGS = settings(max_examples=300, deadline=None)

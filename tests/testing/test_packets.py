@@ -1,15 +1,24 @@
-"""ICMP echo through a session: the packets the device sends and the replies it expects."""
+"""The packet builders of lns.testing.packets: ICMP echo as a device sends it through its
+session, the replies it expects, and the answer a host gives."""
 
 from __future__ import annotations
 
 import ipaddress
 import struct
 
-from lns.loadgen.ping import echo_request, internet_checksum, parse_echo_reply
-from lns.testing.fake_lns import echo_reply
+from lns.dataplane.ipv4 import checksum as internet_checksum
+from lns.testing.packets import answer_echo, icmp_echo, parse_echo_reply
 
 DEVICE = ipaddress.IPv4Address("100.64.1.7")
 TARGET = ipaddress.IPv4Address("198.51.100.1")
+
+
+def echo_request(source, destination, identifier, sequence, payload=b""):
+    return icmp_echo(int(source), int(destination), identifier, sequence, payload)
+
+
+def echo_reply(source, destination, identifier, sequence):
+    return icmp_echo(int(source), int(destination), identifier, sequence, reply=True)
 
 
 def test_rfc_1071_checksum_example():
@@ -36,8 +45,8 @@ def test_echo_reply_is_recognised():
     reply = parse_echo_reply(echo_reply(TARGET, DEVICE, 0x1234, 7))
     assert reply is not None
     assert (reply.source, reply.destination, reply.identifier, reply.sequence) == (
-        TARGET,
-        DEVICE,
+        int(TARGET),
+        int(DEVICE),
         0x1234,
         7,
     )
@@ -58,3 +67,26 @@ def test_anything_but_a_sound_echo_reply_is_ignored():
     assert parse_echo_reply(b"") is None
     assert parse_echo_reply(b"\x60" + bytes(40)) is None  # IPv6
     assert parse_echo_reply(bytes(reply[:24])) is None  # truncated
+
+
+def test_a_host_answers_an_echo_request_with_its_data_and_identification():
+    request = bytearray(echo_request(DEVICE, TARGET, 0x1234, 7, b"abcd"))
+    request[4:6] = b"\x42\x42"  # IP identification
+    request[10:12] = b"\x00\x00"
+    request[10:12] = internet_checksum(bytes(request[:20])).to_bytes(2, "big")
+    answer = answer_echo(bytes(request))
+    assert answer is not None
+    assert answer[4:6] == b"\x42\x42"
+    assert answer[28:] == b"abcd"
+    assert internet_checksum(answer[:20]) == 0
+    assert internet_checksum(answer[20:]) == 0
+    reply = parse_echo_reply(answer)
+    assert reply is not None
+    assert (reply.source, reply.destination, reply.identifier, reply.sequence) == (
+        int(TARGET),
+        int(DEVICE),
+        0x1234,
+        7,
+    )
+    assert answer_echo(answer) is None  # a reply is not answered
+    assert answer_echo(bytes(request[:-1])) is None  # damaged
