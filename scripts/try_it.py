@@ -24,7 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from lns.testing.freeradius import FreeRadius, FreeRadiusError, ensure_freeradius
+from lns.testing.config import ConfigBuilder
+from lns.testing.freeradius import (
+    FreeRadius,
+    FreeRadiusError,
+    RadiusUser,
+    ensure_freeradius,
+    users_file,
+)
 from lns.testing.ports import free_udp_port as free_port
 
 RADIUS_SECRET = "try-it-radius-secret"
@@ -35,41 +42,24 @@ HOLD = 20.0
 
 
 def users(count: int) -> str:
-    return "".join(
-        f'{ICCID_START + n}\tCleartext-Password := "{ICCID_START + n}"\n\n' for n in range(count)
-    )
+    return users_file(RadiusUser(str(ICCID_START + n), str(ICCID_START + n)) for n in range(count))
 
 
 def config(directory: Path, l2tp: int, radius: FreeRadius) -> Path:
-    path = directory / "lns.toml"
-    path.write_text(
-        f"""# Written by scripts/try_it.py: everything on loopback.
-[lns]
-node_name = "try-it"
-[l2tp]
-listen = "127.0.0.1:{l2tp}"
-hostname = "lns-try-it"
-[[l2tp.lac]]
-name = "demo-operator"
-peer = "127.0.0.0/8"
-secret = "{L2TP_SECRET}"
-[ppp]
-local_address = "100.64.255.1"
-dns = ["192.0.2.53"]
-[aaa]
-nas_identifier = "try-it"
-require_message_authenticator = false  # FreeRADIUS 3.2 does not sign its replies
-[[aaa.radius]]
-address = "127.0.0.1"
-auth_port = {radius.auth_port}
-acct_port = {radius.acct_port}
-secret = "{RADIUS_SECRET}"
-[database]
-url = "sqlite:///{directory / "lns.db"}"
-[dataplane]
-mode = "none"
-"""
+    builder = (
+        ConfigBuilder()
+        .lns(node_name="try-it")
+        .l2tp(listen=f"127.0.0.1:{l2tp}", hostname="lns-try-it")
+        .lac(name="demo-operator", peer="127.0.0.0/8", secret=L2TP_SECRET)
+        .ppp(local_address="100.64.255.1", dns=["192.0.2.53"])
+        # FreeRADIUS 3.2 does not sign its replies.
+        .aaa(nas_identifier="try-it", require_message_authenticator=False)
+        .radius_server(radius)
+        .sqlite(directory / "lns.db")
+        .dataplane(mode="none")
     )
+    path = directory / "lns.toml"
+    path.write_text("# Written by scripts/try_it.py: everything on loopback.\n" + builder.toml())
     return path
 
 

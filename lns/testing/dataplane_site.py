@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
-import queue
-import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from lns.cli import main as lns_admin
-from lns.testing.freeradius import FreeRadius
+from lns.testing.config import ConfigBuilder
+from lns.testing.freeradius import FreeRadius, RadiusUser, users_file
 from lns.testing.netns import NetNs, veth
-from lns.testing.processes import SOURCE_ROOT, twistd_command, working_tree_env
+from lns.testing.pools import sqlite_pool
+from lns.testing.processes import SOURCE_ROOT, ChildOutput, Twistd, working_tree_env
 
 L2TP_SECRET = "dataplane-l2tp-secret"
 RADIUS_SECRET = "dataplane-radius-secret"
@@ -44,108 +41,42 @@ MRU = 1450
 RADIUS_PORTS = (18120, 18130)
 
 
-class SiteError(RuntimeError):
-    """A process of the site did not do what was expected in time."""
-
-
 class ServerLog(Protocol):
     """What `Site.stop_server` reads from the server: everything it wrote until it ended."""
 
     def rest(self, timeout: float = 30.0) -> str: ...
 
 
-class Lines:
-    """A child's output, line by line, with a bound on each wait (read on a thread)."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-        self.seen: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        assert process.stdout is not None
-        threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 60.0) -> str:
-        while True:
-            try:
-                line = self._lines.get(timeout=timeout)
-            except queue.Empty:
-                raise SiteError(
-                    f"no such line within {timeout} s:\n" + "\n".join(self.seen[-30:])
-                ) from None
-            if line is None:
-                raise SiteError("the process ended:\n" + "\n".join(self.seen[-30:]))
-            self.seen.append(line)
-            if predicate(line):
-                return line
-
-    def json(self, timeout: float = 60.0) -> dict[str, Any]:
-        """The next JSON line; a driver's failure report raises."""
-        value: dict[str, Any] = json.loads(self.wait_for(lambda s: s.startswith("{"), timeout))
-        if value.get("phase") == "failed":
-            raise SiteError(f"driver failed: {value.get('error')}\n" + "\n".join(self.seen[-30:]))
-        return value
-
-    def rest(self, timeout: float = 30.0) -> str:
-        """Everything until the process ends."""
-        while True:
-            try:
-                line = self._lines.get(timeout=timeout)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.seen.append(line)
-        return "\n".join(self.seen)
-
-
 def users(sessions: int) -> str:
     """FreeRADIUS users: one SIM per session, the first with a Framed-Route."""
-    entries = []
-    for index in range(sessions):
-        entry = f'{ICCID_BASE + index}\tCleartext-Password := "{PASSWORD}"'
-        if index == 0:
-            entry += f'\n\tFramed-Route = "{LAN} 0.0.0.0 1"'
-        entries.append(entry)
-    return "\n\n".join(entries) + "\n"
+    return users_file(
+        RadiusUser(
+            str(ICCID_BASE + index),
+            PASSWORD,
+            reply=(f'Framed-Route = "{LAN} 0.0.0.0 1"',) if index == 0 else (),
+        )
+        for index in range(sessions)
+    )
 
 
 def server_config(directory: Path, url: str, mss_clamp: bool = True, hello: int = 60) -> Path:
-    config = directory / "lns.toml"
-    config.write_text(
-        f"""
-[lns]
-node_name = "dataplane-node"
-[l2tp]
-listen = "{LNS_ADDRESS}:1701"
-hello_interval = {hello}
-[[l2tp.lac]]
-name = "op"
-peer = "10.210.0.0/30"
-secret = "{L2TP_SECRET}"
-[ppp]
-local_address = "{TUN_ADDRESS}"
-mru = {MRU}
-[aaa]
-require_message_authenticator = false
-[[aaa.radius]]
-address = "127.0.0.1"
-auth_port = {RADIUS_PORTS[0]}
-acct_port = {RADIUS_PORTS[1]}
-secret = "{RADIUS_SECRET}"
-[database]
-url = "{url}"
-[dataplane]
-mode = "tun"
-tun_name = "lns0"
-mss_clamp = {"true" if mss_clamp else "false"}
-"""
+    return (
+        ConfigBuilder()
+        .lns(node_name="dataplane-node")
+        .l2tp(listen=f"{LNS_ADDRESS}:1701", hello_interval=hello)
+        .lac(name="op", peer="10.210.0.0/30", secret=L2TP_SECRET)
+        .ppp(local_address=TUN_ADDRESS, mru=MRU)
+        .aaa(require_message_authenticator=False)  # FreeRADIUS 3.2.1 signs no reply
+        .radius(
+            address="127.0.0.1",
+            auth_port=RADIUS_PORTS[0],
+            acct_port=RADIUS_PORTS[1],
+            secret=RADIUS_SECRET,
+        )
+        .database(url=url)
+        .dataplane(mode="tun", tun_name="lns0", mss_clamp=mss_clamp)
+        .write(directory / "lns.toml")
     )
-    return config
 
 
 @dataclass
@@ -170,7 +101,7 @@ class Site:
         self.server.wait(30)
         return self.log.rest()
 
-    def drive(self, sessions: int, *extra: str) -> tuple[subprocess.Popen[str], Lines]:
+    def drive(self, sessions: int, *extra: str) -> tuple[subprocess.Popen[str], ChildOutput]:
         """The LAC and its devices (lns.testing.session_driver) in the LAC namespace."""
         driver = self.lac.popen(
             sys.executable,
@@ -196,7 +127,7 @@ class Site:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        return driver, Lines(driver)
+        return driver, ChildOutput(driver)
 
 
 def build_site(
@@ -222,27 +153,14 @@ def build_site(
         host.ip("route", "add", str(network), "via", "10.211.0.1")
 
     # FreeRADIUS inside the server's namespace, on its loopback.
-    wrapper = directory / "freeradius-in-netns"
-    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {lns.name} {freeradius_binary} "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    radius = FreeRadius(RADIUS_SECRET, users(sessions), *RADIUS_PORTS)
-    radius.start(str(wrapper))
+    radius = FreeRadius(RADIUS_SECRET, users(sessions), *RADIUS_PORTS, namespace=lns.name)
+    radius.start(freeradius_binary)
     site.radius = radius
     site.cleanup.callback(radius.stop)
 
-    url = f"sqlite:///{directory / 'lns.db'}"
-    with contextlib.redirect_stdout(None):
-        assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
-        assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
+    url = sqlite_pool(directory / "lns.db", str(POOL))
     config = server_config(directory, url, mss_clamp, hello)
-    site.server = lns.popen(
-        *twistd_command(config),
-        cwd=directory,
-        env=working_tree_env(**dict(server_env)),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    site.log = Lines(site.server)
-    site.log.wait_for(lambda line: "L2TP listening" in line)
+    twistd = Twistd(config, env=working_tree_env(**dict(server_env)), namespace=lns).start()
+    site.server = twistd.process
+    site.log = twistd.output
     return site

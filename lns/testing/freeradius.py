@@ -31,17 +31,19 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "FreeRadius",
     "FreeRadiusError",
+    "RadiusUser",
     "RadsecListener",
     "detail_records",
     "ensure_freeradius",
     "records_of",
+    "users_file",
 ]
 
 STOCK_CONFIG = Path("/etc/freeradius/3.0")
@@ -168,8 +170,11 @@ class FreeRadius:
         host: str = "127.0.0.1",
         ready_timeout: float = 60.0,
         radsec: Sequence[RadsecListener] = (),
+        namespace: str | None = None,
     ) -> None:
         self.radsec = tuple(radsec)
+        # A network namespace to run in (its loopback is then the server's 127.0.0.1).
+        self.namespace = namespace
         self.secret = secret
         self.users = users
         self.host = host
@@ -283,8 +288,11 @@ class FreeRadius:
         self.ready = False
         self._ready_or_exited = threading.Event()
         # -f: foreground; -l stdout: its log on our pipe, where we wait for READY.
+        command = [binary, "-f", "-l", "stdout", "-d", str(directory)]
+        if self.namespace is not None:
+            command = ["ip", "netns", "exec", self.namespace, *command]  # it execs the server
         self._process = subprocess.Popen(
-            [binary, "-f", "-l", "stdout", "-d", str(directory)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -334,6 +342,31 @@ class FreeRadius:
         if self._reader is not None:
             self._reader.join(timeout=5)
             self._reader = None
+
+
+@dataclass(frozen=True)
+class RadiusUser:
+    """One entry of the users file (mods-config/files/authorize): the name (an ICCID),
+    its Cleartext-Password (none: the check items decide alone), more check items and the
+    reply items, each written as FreeRADIUS reads it (``'Framed-Pool = "gold"'``)."""
+
+    name: str
+    password: str | None
+    check: Sequence[str] = ()
+    reply: Sequence[str] = ()
+
+
+def users_file(users: Iterable[RadiusUser], comment: str = "") -> str:
+    """The users file for ``users``, in their order (the first entry that matches wins)."""
+    entries = [f"# {line}".rstrip() for line in comment.splitlines()]
+    for user in users:
+        check = [f'Cleartext-Password := "{user.password}"'] if user.password is not None else []
+        check += user.check
+        entry = f"{user.name}\t{', '.join(check)}"
+        if user.reply:
+            entry += "\n" + ",\n".join(f"\t{item}" for item in user.reply)
+        entries.append(entry)
+    return "\n\n".join(entries) + "\n"
 
 
 def detail_records(server: FreeRadius) -> list[dict[str, str]]:

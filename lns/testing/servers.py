@@ -32,7 +32,6 @@ import platform
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -45,9 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lns.cli import main as lns_admin
-from lns.testing.freeradius import FreeRadius, ensure_freeradius
+from lns.testing.config import ConfigBuilder
+from lns.testing.freeradius import FreeRadius, RadiusUser, ensure_freeradius, users_file
 from lns.testing.netns import NetNs, can_create_namespaces, unique_name
+from lns.testing.pools import PoolError, prepare_pool
 from lns.testing.processes import SOURCE_ROOT, twistd_command, working_tree_env
 
 L2TP_SECRET = "bench-l2tp-secret"
@@ -226,23 +226,20 @@ class Harness(contextlib.ExitStack):
 
 def users(count: int, iccid_start: int = ICCID_START, password: str | None = None) -> str:
     """FreeRADIUS users: one SIM per ICCID, its password the ICCID unless one is given."""
-    return "".join(
-        f'{iccid}\tCleartext-Password := "{password or iccid}"\n\n'
+    return users_file(
+        RadiusUser(str(iccid), password or str(iccid))
         for iccid in range(iccid_start, iccid_start + count)
     )
 
 
 def start_freeradius(
-    harness: contextlib.ExitStack, namespace: NetNs, directory: Path, users_text: str
+    harness: contextlib.ExitStack, namespace: NetNs, users_text: str
 ) -> FreeRadius:
     """FreeRADIUS on the namespace's loopback, stopped when the harness ends."""
-    wrapper = directory / "freeradius-in-netns"
-    wrapper.write_text(
-        f'#!/bin/sh\nexec ip netns exec {namespace.name} {ensure_freeradius()} "$@"\n'
+    radius = FreeRadius(
+        RADIUS_SECRET, users_text, *RADIUS_PORTS, ready_timeout=180.0, namespace=namespace.name
     )
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    radius = FreeRadius(RADIUS_SECRET, users_text, *RADIUS_PORTS, ready_timeout=180.0)
-    radius.start(str(wrapper))
+    radius.start(ensure_freeradius())
     harness.callback(radius.stop)
     return radius
 
@@ -307,45 +304,23 @@ def lns_config(
     mru: int = 1450,
     tun_name: str = TUN_NAME,
 ) -> Path:
-    config = directory / "lns.toml"
-    config.write_text(
-        f"""
-[lns]
-node_name = "bench"
-[l2tp]
-listen = "{listen}:1701"
-hello_interval = {hello}
-[[l2tp.lac]]
-name = "bench"
-peer = "{peer}"
-secret = "{L2TP_SECRET}"
-[ppp]
-local_address = "{local_address}"
-mru = {mru}
-dns = ["192.0.2.53"]
-[aaa]
-require_message_authenticator = false
-[[aaa.radius]]
-address = "127.0.0.1"
-auth_port = {RADIUS_PORTS[0]}
-acct_port = {RADIUS_PORTS[1]}
-secret = "{RADIUS_SECRET}"
-[database]
-url = "{url}"
-[dataplane]
-mode = "tun"
-tun_name = "{tun_name}"
-"""
+    return (
+        ConfigBuilder()
+        .lns(node_name="bench")
+        .l2tp(listen=f"{listen}:1701", hello_interval=hello)
+        .lac(name="bench", peer=peer, secret=L2TP_SECRET)
+        .ppp(local_address=local_address, mru=mru, dns=["192.0.2.53"])
+        .aaa(require_message_authenticator=False)  # FreeRADIUS 3.2.1 signs no reply
+        .radius(
+            address="127.0.0.1",
+            auth_port=RADIUS_PORTS[0],
+            acct_port=RADIUS_PORTS[1],
+            secret=RADIUS_SECRET,
+        )
+        .database(url=url)
+        .dataplane(mode="tun", tun_name=tun_name)
+        .write(directory / "lns.toml")
     )
-    return config
-
-
-def prepare_pool(url: str, network: str) -> None:
-    with contextlib.redirect_stdout(None):
-        if lns_admin(["--database-url", url, "db", "upgrade"]) != 0:
-            raise BenchError(f"lns-admin db upgrade failed for {url}")
-        if lns_admin(["--database-url", url, "pool", "add", "default", network]) != 0:
-            raise BenchError(f"lns-admin pool add failed for {url}")
 
 
 def postgres_database(harness: contextlib.ExitStack) -> str:
@@ -382,7 +357,10 @@ def start_lns(
         url = postgres_database(harness)
     else:
         raise ValueError(f"unknown database {database!r}")
-    prepare_pool(url, pool)
+    try:
+        prepare_pool(url, pool)
+    except PoolError as exc:
+        raise BenchError(str(exc)) from None
     path = lns_config(directory, url, **config)
     log = LogFile(directory / "lns.log")
     with log.path.open("w") as output:
@@ -483,7 +461,7 @@ def start_server(
     ``l2tpns``) on its loopback."""
     namespace = harness.namespace()
     directory = harness.directory(f"lns-bench-{kind}-")
-    start_freeradius(harness, namespace, directory, users_text)
+    start_freeradius(harness, namespace, users_text)
     if kind == "l2tpns":
         return start_l2tpns(harness, namespace, directory, **options), namespace
     database = kind.removeprefix("lns-")
@@ -653,7 +631,7 @@ def build_l2tpns_site(create_namespace: Callable[[], NetNs], directory: Path, se
     lns.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
     for network in (dataplane.POOL, dataplane.LAN, f"{dataplane.TUN_ADDRESS}/32"):
         host.ip("route", "add", str(network), "via", "10.211.0.1")
-    start_freeradius(site.cleanup, lns, directory, dataplane.users(sessions))
+    start_freeradius(site.cleanup, lns, dataplane.users(sessions))
     server = start_l2tpns(
         site.cleanup,
         lns,

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-import signal
 import sqlite3
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,15 +19,15 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from lns.adapters.services import make_service
-from lns.cli import main as lns_admin
-from lns.config import parse_config
 from lns.ppp.frame import Protocol, decode_frame
+from lns.testing.config import ConfigBuilder
 from lns.testing.freeradius import FreeRadius, detail_records
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.device import Device
 from lns.testing.lacsim.lac import Lac, Phase, SimulatedCall, default_proxy_lcp, proxy_chap
+from lns.testing.pools import sqlite_pool
 from lns.testing.ports import free_udp_port
-from lns.testing.processes import twistd_command, working_tree_env
+from lns.testing.processes import Twistd
 from lns.testing.relay import LossyRelay
 from lns.testing.sims import PLAIN, RADIUS_SECRET, STATIC
 
@@ -63,46 +61,26 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> defer.
     return defer.maybeDeferred(check, reactor.seconds())
 
 
-def prepared_database(directory: Path) -> str:
-    url = f"sqlite:///{directory / 'lns.db'}"
-    assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
-    assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
-    return url
-
-
 @pytest_twisted.inlineCallbacks
 def test_all_radius_servers_down_refuses_new_sessions_and_keeps_established_ones(
     tmp_path: Path, freeradius: FreeRadius
 ):
     relays = [LossyRelay(("127.0.0.1", freeradius.auth_port), 0.0, seed=n) for n in (1, 2)]
     ports = [relay.start() for relay in relays]
-    config = parse_config(
-        {
-            "lns": {"node_name": "outage-node"},
-            "l2tp": {
-                "listen": f"127.0.0.1:{free_udp_port()}",
-                "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": L2TP_SECRET}],
-            },
-            # A fast keepalive: two missed echoes would end the session.
-            "ppp": {"echo_interval": 0.5, "echo_failures": 2},
-            "aaa": {
-                "require_message_authenticator": False,
-                "radius": [
-                    {
-                        "address": "127.0.0.1",
-                        "auth_port": port,
-                        "acct_port": freeradius.acct_port,
-                        "secret": RADIUS_SECRET,
-                        "timeout": 0.3,
-                        "retries": 1,
-                    }
-                    for port in ports
-                ],
-            },
-            "database": {"url": prepared_database(tmp_path), "migrate_on_start": False},
-            "dataplane": {"mode": "none"},
-        }
+    builder = (
+        ConfigBuilder()
+        .lns(node_name="outage-node")
+        .l2tp(listen=f"127.0.0.1:{free_udp_port()}")
+        .lac(name="sim", peer="127.0.0.0/8", secret=L2TP_SECRET)
+        # A fast keepalive: two missed echoes would end the session.
+        .ppp(echo_interval=0.5, echo_failures=2)
+        .aaa(require_message_authenticator=False)
+        .database(url=sqlite_pool(tmp_path / "lns.db", str(POOL)), migrate_on_start=False)
+        .dataplane(mode="none")
     )
+    for port in ports:
+        builder.radius_server(freeradius, auth_port=port, timeout=0.3, retries=1)
+    config = builder.config()
     node = make_service(config, reactor=reactor)
     node.startService()
     assert node.pool is not None
@@ -155,18 +133,6 @@ def test_all_radius_servers_down_refuses_new_sessions_and_keeps_established_ones
     assert all(relay.dropped_to_server > 0 for relay in relays)
 
 
-def start_twistd(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``twistd -n lns`` as a process, its log in a file; returns once it listens."""
-    process = subprocess.Popen(
-        twistd_command(config, "--logfile", str(log)),
-        cwd=config.parent,
-        env=working_tree_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    return process
-
-
 STATUS_NAMES = {1: "Start", 2: "Stop", 3: "Interim-Update", 7: "Accounting-On", 8: "Accounting-Off"}
 
 
@@ -186,45 +152,26 @@ def test_records_spooled_by_a_killed_twistd_are_delivered_after_restart(
 ):
     """RADIUS accounting is unreachable while a session comes and goes; the server is
     killed with SIGKILL; the restarted server delivers the Start and Stop it spooled."""
-    database_url = prepared_database(tmp_path)
+    database_url = sqlite_pool(tmp_path / "lns.db", str(POOL))
     relay = LossyRelay(("127.0.0.1", freeradius.acct_port), 1.0, seed=3)
     acct_port = relay.start()
     l2tp_port = free_udp_port()
-    config = tmp_path / "lns.toml"
-    config.write_text(
-        f"""
-[lns]
-node_name = "killed-node"
-[l2tp]
-listen = "127.0.0.1:{l2tp_port}"
-[[l2tp.lac]]
-name = "sim"
-peer = "127.0.0.0/8"
-secret = "{L2TP_SECRET}"
-[aaa]
-nas_identifier = "killed-node"
-require_message_authenticator = false
-[[aaa.radius]]
-address = "127.0.0.1"
-auth_port = {freeradius.auth_port}
-acct_port = {acct_port}
-secret = "{RADIUS_SECRET}"
-timeout = 0.5
-retries = 0
-[database]
-url = "{database_url}"
-[dataplane]
-mode = "none"
-"""
+    config = (
+        ConfigBuilder()
+        .lns(node_name="killed-node")
+        .l2tp(listen=f"127.0.0.1:{l2tp_port}")
+        .lac(name="sim", peer="127.0.0.0/8", secret=L2TP_SECRET)
+        .aaa(nas_identifier="killed-node", require_message_authenticator=False)
+        .radius_server(freeradius, acct_port=acct_port, timeout=0.5, retries=0)
+        .database(url=database_url)
+        .dataplane(mode="none")
+        .write(tmp_path / "lns.toml")
     )
     database = tmp_path / "lns.db"
-    log = tmp_path / "first.log"
-    process = start_twistd(config, log)
+    first = server = Twistd(config).spawn()
     client = None
     try:
-        yield wait_for(
-            lambda: log.exists() and "L2TP listening" in log.read_text(), 30, "first start"
-        )
+        yield wait_for(first.listening, 30, "first start")
         lac = Lac(hostname="lac1", secret=L2TP_SECRET.encode(), rng=random.Random(8))
         client = LacClient(lac, ("127.0.0.1", l2tp_port), reactor)
         client.start()
@@ -246,22 +193,18 @@ mode = "none"
             20,
             "three records spooled",
         )
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
+        first.kill()
         yield client.stop()
         client = None
         assert relay.forwarded_to_server == 0
 
         relay.drop_fraction = 0.0  # the accounting server is reachable again
-        log = tmp_path / "second.log"
-        process = start_twistd(config, log)
+        server = Twistd(config).spawn()
         yield wait_for(lambda: spooled_statuses(database) == [], 30, "spool delivered")
     finally:
         if client is not None:
             yield client.stop()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(15)
+        server.stop(15)
         yield relay.stop()
     records = [r for r in detail_records(freeradius) if r.get("NAS-Identifier") == "killed-node"]
     statuses = [r["Acct-Status-Type"] for r in records]
@@ -272,7 +215,7 @@ mode = "none"
     assert stop["Acct-Terminate-Cause"] == "Lost-Carrier"  # the LAC's CDN, result 1
     assert int(stop["Acct-Delay-Time"]) >= 0
     assert "Accounting-On" in statuses[3:]  # the restarted node's own
-    output = (tmp_path / "first.log").read_text() + log.read_text()
+    output = first.log() + server.log()
     assert RADIUS_SECRET not in output
     assert L2TP_SECRET not in output
     assert "Traceback" not in output

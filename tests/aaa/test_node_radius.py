@@ -14,14 +14,14 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
 from lns.adapters.services import make_service
-from lns.cli import main as lns_admin
-from lns.config import parse_config
+from lns.testing.config import ConfigBuilder
 from lns.testing.freeradius import FreeRadius, records_of
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.device import Device
 from lns.testing.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap, proxy_pap
+from lns.testing.pools import sqlite_pool
 from lns.testing.ports import free_udp_port
-from lns.testing.sims import BARRED, BY_ICCID, PLAIN, RADIUS_SECRET, STATIC
+from lns.testing.sims import BARRED, BY_ICCID, PLAIN, STATIC
 
 pytestmark = pytest.mark.integration  # a node on loopback, the session's FreeRADIUS, radclient
 
@@ -32,35 +32,18 @@ POOL = ipaddress.ip_network("100.64.30.0/28")
 
 @pytest_twisted.inlineCallbacks
 def test_sessions_authenticated_by_freeradius(tmp_path: Path, freeradius: FreeRadius):
-    url = f"sqlite:///{tmp_path / 'lns.db'}"
-    assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
-    assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
-    config = parse_config(
-        {
-            "lns": {"node_name": "radius-node"},
-            "l2tp": {
-                "listen": f"127.0.0.1:{free_udp_port()}",
-                "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": L2TP_SECRET}],
-            },
-            "ppp": {"no_proxy_auth": "iccid"},
-            "aaa": {
-                "nas_identifier": "radius-node",
-                # FreeRADIUS 3.2.1 signs no reply (notes/peers.md).
-                "require_message_authenticator": False,
-                "radius": [
-                    {
-                        "address": "127.0.0.1",
-                        "auth_port": freeradius.auth_port,
-                        "acct_port": freeradius.acct_port,
-                        "secret": RADIUS_SECRET,
-                        "timeout": 2.0,
-                        "retries": 1,
-                    }
-                ],
-            },
-            "database": {"url": url, "migrate_on_start": False},
-            "dataplane": {"mode": "none"},
-        }
+    config = (
+        ConfigBuilder()
+        .lns(node_name="radius-node")
+        .l2tp(listen=f"127.0.0.1:{free_udp_port()}")
+        .lac(name="sim", peer="127.0.0.0/8", secret=L2TP_SECRET)
+        .ppp(no_proxy_auth="iccid")
+        # FreeRADIUS 3.2.1 signs no reply (notes/peers.md).
+        .aaa(nas_identifier="radius-node", require_message_authenticator=False)
+        .radius_server(freeradius, timeout=2.0, retries=1)
+        .database(url=sqlite_pool(tmp_path / "lns.db", str(POOL)), migrate_on_start=False)
+        .dataplane(mode="none")
+        .config()
     )
     node = make_service(config, reactor=reactor)
     node.startService()
@@ -120,36 +103,19 @@ def test_accounting_and_radclient_disconnect_on_a_live_session(
 ):
     """Start in FreeRADIUS's detail file; a real Disconnect-Request from radclient clears
     the call with a CDN; the Stop arrives with Acct-Terminate-Cause = Admin-Reset."""
-    url = f"sqlite:///{tmp_path / 'lns.db'}"
-    assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
-    assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
     dae_port = free_udp_port()
-    config = parse_config(
-        {
-            "lns": {"node_name": "dae-node"},
-            "l2tp": {
-                "listen": f"127.0.0.1:{free_udp_port()}",
-                "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": L2TP_SECRET}],
-            },
-            "aaa": {
-                "nas_identifier": "dae-node",
-                "require_message_authenticator": False,
-                "radius": [
-                    {
-                        "address": "127.0.0.1",
-                        "auth_port": freeradius.auth_port,
-                        "acct_port": freeradius.acct_port,
-                        "secret": RADIUS_SECRET,
-                    }
-                ],
-                "dynauth": {
-                    "listen": f"127.0.0.1:{dae_port}",
-                    "client": [{"address": "127.0.0.1", "secret": DAE_SECRET}],
-                },
-            },
-            "database": {"url": url, "migrate_on_start": False},
-            "dataplane": {"mode": "none"},
-        }
+    config = (
+        ConfigBuilder()
+        .lns(node_name="dae-node")
+        .l2tp(listen=f"127.0.0.1:{free_udp_port()}")
+        .lac(name="sim", peer="127.0.0.0/8", secret=L2TP_SECRET)
+        .aaa(nas_identifier="dae-node", require_message_authenticator=False)
+        .radius_server(freeradius)
+        .dynauth(listen=f"127.0.0.1:{dae_port}")
+        .dynauth_client(address="127.0.0.1", secret=DAE_SECRET)
+        .database(url=sqlite_pool(tmp_path / "lns.db", str(POOL)), migrate_on_start=False)
+        .dataplane(mode="none")
+        .config()
     )
     node = make_service(config, reactor=reactor)
     node.startService()

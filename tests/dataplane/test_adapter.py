@@ -16,15 +16,15 @@ from twisted.logger import LogEvent, globalLogPublisher
 
 from lns.adapters.dataplane import PPP_IP_HEADER, DataPlane, make_dataplane
 from lns.adapters.services import make_service
-from lns.cli import main as lns_admin
-from lns.config import parse_config
 from lns.dataplane import ipv4
 from lns.dataplane.forwarder import SessionPath
 from lns.ppp.auth import AuthRequest, Decision
 from lns.testing import packets
+from lns.testing.config import ConfigBuilder
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.device import Device
 from lns.testing.lacsim.lac import Lac, default_proxy_lcp, proxy_pap
+from lns.testing.pools import sqlite_pool
 from lns.testing.ports import free_udp_port
 
 LOCAL = ipaddress.IPv4Address("100.64.0.1")
@@ -164,18 +164,13 @@ class AcceptAll:
 @pytest.mark.integration  # a node on loopback UDP, a LAC on another socket
 @pytest_twisted.inlineCallbacks
 def test_node_without_a_device_counts_a_sessions_ip_packets(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'lns.db'}"
-    assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
-    assert lns_admin(["--database-url", url, "pool", "add", "default", "100.64.50.0/28"]) == 0
-    config = parse_config(
-        {
-            "l2tp": {
-                "listen": f"127.0.0.1:{free_udp_port()}",
-                "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": "s"}],
-            },
-            "database": {"url": url, "migrate_on_start": False},
-            "dataplane": {"mode": "none"},
-        }
+    config = (
+        ConfigBuilder()
+        .l2tp(listen=f"127.0.0.1:{free_udp_port()}")
+        .lac(name="sim", peer="127.0.0.0/8", secret="s")
+        .database(url=sqlite_pool(tmp_path / "lns.db", "100.64.50.0/28"), migrate_on_start=False)
+        .dataplane(mode="none")
+        .config()
     )
     node = make_service(config, reactor=reactor, authenticator=AcceptAll())
     node.startService()

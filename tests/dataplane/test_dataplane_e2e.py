@@ -22,12 +22,11 @@ from lns.testing.dataplane_site import (
     POOL,
     RADIUS_SECRET,
     TUN_ADDRESS,
-    Lines,
     Site,
     build_site,
 )
-from lns.testing.freeradius import FreeRadiusError, ensure_freeradius
 from lns.testing.netns import NetNs
+from lns.testing.processes import ChildOutput
 
 pytestmark = pytest.mark.integration  # namespaces, twistd with its TUN device, FreeRADIUS
 
@@ -36,11 +35,8 @@ pytestmark = pytest.mark.integration  # namespaces, twistd with its TUN device, 
 def site_factory(
     netns_factory: Callable[[], NetNs],
     tmp_path: Path,
+    freeradius_binary: str,
 ) -> Iterator[Callable[[int], Site]]:
-    try:
-        freeradius_binary = ensure_freeradius()
-    except FreeRadiusError as exc:
-        pytest.skip(f"FreeRADIUS could not be installed: {exc}")
     sites: list[Site] = []
 
     def build(sessions: int) -> Site:
@@ -55,14 +51,16 @@ def site_factory(
             site.cleanup.close()
 
 
-def drive(site: Site, sessions: int, *extra: str) -> tuple[subprocess.Popen[str], Lines, dict]:
+def drive(
+    site: Site, sessions: int, *extra: str
+) -> tuple[subprocess.Popen[str], ChildOutput, dict]:
     driver, lines = site.drive(sessions, "--ping", TUN_ADDRESS, "--ping", HOST, *extra)
     up = lines.json()
     assert up["phase"] == "up", up
     return driver, lines, up
 
 
-def finish(driver: subprocess.Popen[str], lines: Lines) -> dict:
+def finish(driver: subprocess.Popen[str], lines: ChildOutput) -> dict:
     assert driver.stdin is not None
     driver.stdin.write("done\n")
     driver.stdin.close()
@@ -87,7 +85,7 @@ def test_pings_through_a_session_spoofing_mss_and_framed_route(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    accepted = Lines(listener)
+    accepted = ChildOutput(listener)
     accepted.wait_for(lambda line: line == "listening")
     driver, lines, up = drive(
         site, 2, "--spoof-check", "--syn", f"{HOST}:5001", "--serve", str(LAN)

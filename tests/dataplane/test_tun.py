@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import errno
 import json
-import queue
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from twisted.internet.testing import MemoryReactor
@@ -28,37 +26,13 @@ from lns.adapters.tun import RTPROT_LNS, TunDevice, TunError
 from lns.testing import netns
 from lns.testing.netns import NetNs
 from lns.testing.processes import SOURCE_ROOT as REPO
+from lns.testing.processes import ChildOutput
 
 SCRIPT = "lns.testing.tun_echo"  # run with -m from REPO, so `lns` is this checkout's
 LINE_TIMEOUT = 20.0
 ECHO_ARGS = ("--name", "tun0", "--local", "100.64.0.1", "--mtu", "1400")
 ROUTED = "100.64.7.0/24"
 PINGED = "100.64.7.9"
-
-
-class Lines:
-    """A child's stdout read on a thread, so that every wait for a line is bounded."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        try:
-            for line in stream:
-                self._queue.put(line.rstrip("\n"))
-        except (OSError, ValueError):
-            pass  # the stream was closed under us at teardown
-        finally:
-            self._queue.put(None)
-
-    def next(self) -> str | None:
-        """The next line, or None when the child closed its stdout."""
-        try:
-            return self._queue.get(timeout=LINE_TIMEOUT)
-        except queue.Empty:
-            pytest.fail(f"no output line within {LINE_TIMEOUT} s")
 
 
 class EchoProcess:
@@ -76,9 +50,8 @@ class EchoProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        assert self.process.stdout is not None
-        self.lines = Lines(self.process.stdout)
-        first = self.lines.next()
+        self.lines = ChildOutput(self.process)
+        first = self.lines.next_line(LINE_TIMEOUT)
         if first != "ready":
             self.process.wait(timeout=LINE_TIMEOUT)
             assert self.process.stderr is not None
@@ -88,7 +61,7 @@ class EchoProcess:
         assert self.process.stdin is not None
         self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
-        answer = self.lines.next()
+        answer = self.lines.next_line(LINE_TIMEOUT)
         assert answer is not None, f"tun_echo ended after {line!r}"
         result: dict[str, Any] = json.loads(answer)
         return result
@@ -97,7 +70,7 @@ class EchoProcess:
         """SIGTERM; returns the counters the script prints as it ends."""
         self.process.terminate()
         last = None
-        while (line := self.lines.next()) is not None:
+        while (line := self.lines.next_line(LINE_TIMEOUT)) is not None:
             last = line
         assert self.process.wait(timeout=LINE_TIMEOUT) == 0
         assert last is not None
@@ -223,13 +196,12 @@ def test_a_flood_is_read_in_batches_and_every_request_answered(namespace):
         cwd=REPO,
         stdout=subprocess.PIPE,
     )
-    assert pinger.stdout is not None
-    replies = Lines(pinger.stdout)
-    assert replies.next() == "sent"
+    replies = ChildOutput(pinger)
+    assert replies.next_line(LINE_TIMEOUT) == "sent"
 
     assert echo.command("resume") == {"ok": True}
 
-    last = replies.next()
+    last = replies.next_line(LINE_TIMEOUT)
     assert last is not None
     assert json.loads(last) == {"sent": 200, "received": 200, "send_errors": {}}
     counters = echo.stop()

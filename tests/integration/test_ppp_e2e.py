@@ -19,13 +19,13 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from lns.adapters.services import make_service
-from lns.cli import main as lns_admin
-from lns.config import parse_config
 from lns.ppp.auth import AuthMethod, AuthRequest, Decision
 from lns.testing.capture import Capture, pcap_check, tshark_available
+from lns.testing.config import ConfigBuilder
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.device import Device
 from lns.testing.lacsim.lac import Lac, default_proxy_lcp, proxy_chap, proxy_pap
+from lns.testing.pools import sqlite_pool
 from lns.testing.ports import free_udp_port
 
 SECRET = "ppp-e2e-secret"
@@ -62,20 +62,15 @@ def iccid(n: int) -> str:
 def test_two_hundred_sessions_reach_ipcp_opened_with_distinct_addresses(tmp_path: Path):
     if not tshark_available():
         pytest.skip("tshark is not installed: the capture cannot be checked")
-    url = f"sqlite:///{tmp_path / 'lns.db'}"
-    assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
-    assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
-    config = parse_config(
-        {
-            "lns": {"node_name": "e2e"},
-            "l2tp": {
-                "listen": f"127.0.0.1:{free_udp_port()}",
-                "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": SECRET}],
-            },
-            "ppp": {"dns": ["192.0.2.53", "192.0.2.54"], "no_proxy_auth": "challenge"},
-            "database": {"url": url, "migrate_on_start": False},
-            "dataplane": {"mode": "none"},
-        }
+    config = (
+        ConfigBuilder()
+        .lns(node_name="e2e")
+        .l2tp(listen=f"127.0.0.1:{free_udp_port()}")
+        .lac(name="sim", peer="127.0.0.0/8", secret=SECRET)
+        .ppp(dns=["192.0.2.53", "192.0.2.54"], no_proxy_auth="challenge")
+        .database(url=sqlite_pool(tmp_path / "lns.db", str(POOL)), migrate_on_start=False)
+        .dataplane(mode="none")
+        .config()
     )
     authenticator = PasswordAuthenticator()
     node = make_service(config, reactor=reactor, authenticator=authenticator)
@@ -156,18 +151,13 @@ def test_two_hundred_sessions_reach_ipcp_opened_with_distinct_addresses(tmp_path
 
 @pytest_twisted.inlineCallbacks
 def test_a_sim_that_attaches_again_takes_over_its_address(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'lns.db'}"
-    assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
-    assert lns_admin(["--database-url", url, "pool", "add", "default", "100.64.9.0/29"]) == 0
-    config = parse_config(
-        {
-            "l2tp": {
-                "listen": f"127.0.0.1:{free_udp_port()}",
-                "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": SECRET}],
-            },
-            "database": {"url": url, "migrate_on_start": False},
-            "dataplane": {"mode": "none"},
-        }
+    config = (
+        ConfigBuilder()
+        .l2tp(listen=f"127.0.0.1:{free_udp_port()}")
+        .lac(name="sim", peer="127.0.0.0/8", secret=SECRET)
+        .database(url=sqlite_pool(tmp_path / "lns.db", "100.64.9.0/29"), migrate_on_start=False)
+        .dataplane(mode="none")
+        .config()
     )
     node = make_service(config, reactor=reactor, authenticator=PasswordAuthenticator())
     node.startService()

@@ -11,64 +11,36 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from lns.testing.config import ConfigBuilder
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap
 from lns.testing.ports import free_udp_port
-from lns.testing.processes import twistd_command, working_tree_env
+from lns.testing.processes import Twistd, twistd_command, working_tree_env
 
 SECRET = b"twistd-test-secret"
 ICCID = "8944200000000000017"
 
 
 def write_config(directory: Path, port: int) -> Path:
-    path = directory / "lns.toml"
-    path.write_text(
-        f"""
-[lns]
-node_name = "test-node"
-[l2tp]
-listen = "127.0.0.1:{port}"
-hostname = "lns-under-test"
-[[l2tp.lac]]
-name = "loopback-lac"
-peer = "127.0.0.0/8"
-secret = "{SECRET.decode()}"
-[dataplane]
-mode = "none"
-[database]
-url = "sqlite:///{directory / "lns.db"}"
-"""
+    return (
+        ConfigBuilder()
+        .lns(node_name="test-node")
+        .l2tp(listen=f"127.0.0.1:{port}", hostname="lns-under-test")
+        .lac(name="loopback-lac", peer="127.0.0.0/8", secret=SECRET.decode())
+        .dataplane(mode="none")
+        .sqlite(directory / "lns.db")
+        .write(directory / "lns.toml")
     )
-    return path
-
-
-def start_twistd(config: Path, cwd: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        twistd_command(config),
-        cwd=cwd,
-        env=working_tree_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    seen = []
-    for line in process.stdout:  # blocks until the server logs that it listens
-        seen.append(line)
-        if "L2TP listening" in line:
-            return process
-    process.wait(5)
-    pytest.fail("twistd exited before listening:\n" + "".join(seen))
 
 
 @pytest_twisted.inlineCallbacks
 def test_twistd_serves_a_session_and_stops_with_stopccn(tmp_path: Path):
     port = free_udp_port()
-    process = start_twistd(write_config(tmp_path, port), tmp_path)
+    server = Twistd(write_config(tmp_path, port)).start()
+    process = server.process
     client = None
     try:
         lac = Lac(hostname="lac1", secret=SECRET)
@@ -92,13 +64,12 @@ def test_twistd_serves_a_session_and_stops_with_stopccn(tmp_path: Path):
         assert tunnel.result.result == 6  # requester is being shut down
         # Let the LAC's ack of the StopCCN go out before the process is checked.
         yield client.until(lambda: tunnel.channel.idle, timeout=10)
-        output, _ = process.communicate(timeout=15)
+        process.wait(15)
     finally:
         if client is not None:
             yield client.stop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.stop()
+    output = server.log()
     # twistd ends itself with the signal that stopped it, as a daemon should.
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "tunnel up: LAC loopback-lac (lac1)" in output
@@ -115,8 +86,7 @@ def test_twistd_serves_a_session_and_stops_with_stopccn(tmp_path: Path):
 
 
 def test_bad_config_stops_the_start_naming_the_key(tmp_path: Path):
-    path = tmp_path / "lns.toml"
-    path.write_text('[l2tp]\nhello_interval = "often"\n')
+    path = ConfigBuilder().l2tp(hello_interval="often").write(tmp_path / "lns.toml")
     result = subprocess.run(
         twistd_command(path),
         cwd=tmp_path,

@@ -9,7 +9,6 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
-from lns.config import parse_config
 from lns.db import database
 from lns.db.executor import SqlExecutor
 from lns.pool import admin
@@ -22,6 +21,7 @@ from lns.pool.allocator import (
     UnknownPool,
     allocate,
 )
+from lns.testing.config import ConfigBuilder
 
 ICCID = "8944200000000000017"
 
@@ -186,11 +186,11 @@ def test_an_unreachable_database_is_a_pool_unavailable_failure():
 
 @pytest_twisted.inlineCallbacks
 def test_the_service_starts_the_pool_from_the_configuration(empty_sqlite_url):
-    config = parse_config(
-        {
-            "lns": {"node_name": "lns-7"},
-            "database": {"url": empty_sqlite_url, "default_pool": "other"},
-        }
+    config = (
+        ConfigBuilder()
+        .lns(node_name="lns-7")
+        .database(url=empty_sqlite_url, default_pool="other")
+        .config()
     )
     pool = pool_on(
         database.create_engine(config.database.url),

@@ -17,6 +17,7 @@ import pytest
 
 from lns import cli
 from lns.db import database
+from lns.testing.config import ConfigBuilder
 
 ICCID = "8944200000000000017"
 OTHER_ICCID = "89442000000000000250"
@@ -166,8 +167,12 @@ def test_pool_add_refuses_overlapping_ranges_across_pools(admin):
 
 
 def test_pool_add_with_a_config_excludes_the_lns_own_address(capsys, tmp_path, sqlite_url):
-    config = tmp_path / "lns.toml"
-    config.write_text(f'[database]\nurl = "{sqlite_url}"\n\n[ppp]\nlocal_address = "10.0.0.1"\n')
+    config = (
+        ConfigBuilder()
+        .database(url=sqlite_url)
+        .ppp(local_address="10.0.0.1")
+        .write(tmp_path / "lns.toml")
+    )
     admin = Admin(capsys, sqlite_url)
     assert admin(*["--config", str(config), "pool", "add", "p", "10.0.0.0/29"], url="") == 0
     assert admin.out.splitlines() == [
@@ -177,8 +182,7 @@ def test_pool_add_with_a_config_excludes_the_lns_own_address(capsys, tmp_path, s
 
 
 def test_a_bad_config_file_is_one_line(capsys, tmp_path):
-    config = tmp_path / "lns.toml"
-    config.write_text("[database]\nurl = 5\n")
+    config = ConfigBuilder().database(url=5).write(tmp_path / "lns.toml")
     reason = Admin(capsys, "").refused("--config", str(config), "pool", "list", url="")
     assert reason.startswith(f"lns-admin: {config}: [database] url: expected a database URL")
 
