@@ -4,8 +4,9 @@ Feeds it datagrams and reactor time, sends what it returns, keeps one timer
 at its next deadline, logs one line per tunnel and session event, and hands
 calls and PPP frames to the layer above through :class:`CallHandler`.
 Every line that a peer's datagrams can cause at will (drops, refusals, tunnels
-and calls that never came up) goes through a per-kind :class:`RateLimit`, and
-says how many of its kind were not logged.
+and calls that never came up) goes through a per-kind :class:`RateLimit` of
+``PEER_LINES_PER_SECOND``, and says how many of its kind were not logged: a
+flood shows in a few lines a second, not in one line per datagram.
 On stop it sends StopCCN to every LAC and waits (bounded) for the acks
 before it closes the socket.
 """
@@ -35,6 +36,8 @@ from lns.l2tp.effects import (
 )
 from lns.l2tp.endpoint import LnsEndpoint
 from lns.runtime import DeadlineTimer, RateLimit, default_reactor
+
+PEER_LINES_PER_SECOND = 2
 
 
 class CallHandler(Protocol):
@@ -185,7 +188,7 @@ class L2tpService(service.Service):
         """The limit for one kind of peer-driven line; None when this one is over it."""
         limit = self._limits.get(kind)
         if limit is None:
-            limit = self._limits[kind] = RateLimit()
+            limit = self._limits[kind] = RateLimit(PEER_LINES_PER_SECOND)
         return limit if limit.allow(self.reactor.seconds()) else None
 
     def _log(self, effect: Effect) -> None:

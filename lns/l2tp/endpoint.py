@@ -471,10 +471,17 @@ class LnsEndpoint:
         return self._run(conn, conn.close(result, now, reason))
 
     def shutdown(self, now: float) -> list[Effect]:
-        """StopCCN to every LAC: this node is going away."""
+        """StopCCN to every LAC: this node is going away.
+
+        Tunnels never established are forgotten without one: their peer may be a
+        forged address, and nothing waits on them.
+        """
         result = ResultCode(StopCcnResult.SHUTTING_DOWN, 0, "LNS is shutting down")
         effects: list[Effect] = []
-        for tunnel_id in list(self.tunnels):
+        for tunnel_id, conn in list(self.tunnels.items()):
+            if not conn.was_established:
+                self._forget(conn)
+                continue
             effects += self.close_tunnel(tunnel_id, result, "LNS is shutting down", now)
         return effects
 

@@ -495,3 +495,19 @@ def test_a_refusal_to_an_unlisted_address_is_never_longer_than_the_sccrq() -> No
     assert [type(e) for e in effects] == [TunnelRefused]
     assert endpoint.datagrams_to_send(0.0) == []
     assert endpoint.counters["stateless_withheld"] == 1
+
+
+def test_shutdown_sends_no_stopccn_to_tunnels_never_established() -> None:
+    endpoint = make_endpoint()
+    net = Network(endpoint, Lac(secret=SECRET))
+    tunnel = establish(net)
+    endpoint.datagram_received(sccrq(5, extra=LAC_LIKE), ("192.0.2.66", 1701), net.now)
+    net.flush()
+    assert endpoint.tunnels_setting_up == 1
+    sent = len(net.to_others)
+    endpoint.shutdown(net.now)
+    net.flush()
+    assert len(net.to_others) == sent  # nothing to the half-open tunnel's source
+    assert list(endpoint.tunnels) == [tunnel.peer_tunnel_id]
+    assert endpoint.tunnels_setting_up == 0
+    assert tunnel.phase is Phase.CLOSED  # the LAC got its StopCCN
