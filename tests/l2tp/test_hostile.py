@@ -511,3 +511,32 @@ def test_shutdown_sends_no_stopccn_to_tunnels_never_established() -> None:
     assert list(endpoint.tunnels) == [tunnel.peer_tunnel_id]
     assert endpoint.tunnels_setting_up == 0
     assert tunnel.phase is Phase.CLOSED  # the LAC got its StopCCN
+
+
+def test_the_caps_come_from_the_configuration() -> None:
+    from lns.adapters.services import lac_matches, tunnel_settings
+    from lns.config import parse_config
+
+    config = parse_config(
+        {
+            "l2tp": {
+                "max_tunnels": 10,
+                "max_tunnels_setting_up": 5,
+                "max_connecting_calls": 7,
+                "lac": [
+                    {
+                        "name": "op-a",
+                        "peer": "192.0.2.0/24",
+                        "secret": "s",
+                        "max_tunnels": 4,
+                        "max_tunnels_setting_up": 2,
+                    }
+                ],
+            }
+        }
+    )
+    settings = tunnel_settings(config)
+    assert (settings.max_tunnels, settings.max_tunnels_setting_up) == (10, 5)
+    assert settings.max_connecting_calls == 7
+    [match] = lac_matches(config)
+    assert (match.peer.max_tunnels, match.peer.max_tunnels_setting_up) == (4, 2)
