@@ -22,11 +22,11 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import reactor, threads
 
+from lns.testing.config import ConfigBuilder
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap
 from lns.testing.ports import free_udp_port
-from lns.testing.processes import SOURCE_ROOT, twistd_command, working_tree_env
-from lns.testing.servers import LogFile
+from lns.testing.processes import SOURCE_ROOT, Twistd, working_tree_env
 
 SECRET = "hostile-test-secret"
 SETTING_UP = 8  # [[l2tp.lac]] max_tunnels_setting_up
@@ -42,26 +42,20 @@ COUNTS = {
 
 
 def write_config(directory: Path, port: int) -> Path:
-    path = directory / "lns.toml"
-    path.write_text(
-        f"""
-[lns]
-node_name = "hostile"
-[l2tp]
-listen = "127.0.0.1:{port}"
-max_connecting_calls = {CONNECTING}
-[[l2tp.lac]]
-name = "loopback-lac"
-peer = "127.0.0.0/24"
-secret = "{SECRET}"
-max_tunnels_setting_up = {SETTING_UP}
-[dataplane]
-mode = "none"
-[database]
-url = "sqlite:///{directory / "lns.db"}"
-"""
+    return (
+        ConfigBuilder()
+        .lns(node_name="hostile")
+        .l2tp(listen=f"127.0.0.1:{port}", max_connecting_calls=CONNECTING)
+        .lac(
+            name="loopback-lac",
+            peer="127.0.0.0/24",
+            secret=SECRET,
+            max_tunnels_setting_up=SETTING_UP,
+        )
+        .dataplane(mode="none")
+        .sqlite(directory / "lns.db")
+        .write(directory / "lns.toml")
     )
-    return path
 
 
 def run_flood(directory: Path, port: int) -> dict[str, dict[str, Any]]:
@@ -98,18 +92,10 @@ def run_flood(directory: Path, port: int) -> dict[str, dict[str, Any]]:
 @pytest_twisted.inlineCallbacks
 def test_a_flood_leaves_twistd_answering_hello_within_its_caps(tmp_path: Path):
     port = free_udp_port()
-    log = LogFile(tmp_path / "lns.log")
-    with log.path.open("w") as output:
-        process = subprocess.Popen(
-            twistd_command(write_config(tmp_path, port)),
-            cwd=tmp_path,
-            env=working_tree_env(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    server = Twistd(write_config(tmp_path, port)).start()
+    process = server.process
     client = None
     try:
-        log.wait_for("L2TP listening", 60, lambda: process.poll() is None)
         lac = Lac(hostname="lac1", secret=SECRET.encode())
         client = LacClient(lac, ("127.0.0.1", port), reactor)
         client.start()
@@ -140,9 +126,7 @@ def test_a_flood_leaves_twistd_answering_hello_within_its_caps(tmp_path: Path):
     finally:
         if client is not None:
             yield client.stop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.stop()
 
     half_open, icrq = kinds["half-open"], kinds["icrq"]
     # Exactly the cap of half-open tunnels was answered; the rest refused, saying why.
@@ -159,12 +143,12 @@ def test_a_flood_leaves_twistd_answering_hello_within_its_caps(tmp_path: Path):
     # A configured LAC is told at once that a tunnel is unknown here (restarted node).
     assert kinds["unknown-tunnel"]["replies"].get("StopCCN 2/1", 0) >= 1
 
-    text = log.text()
+    text = server.log()
     refused = [line for line in text.splitlines() if "tunnel refused" in line]
     seconds = {line[:19] for line in refused}  # one timestamp per second of the log
     assert 0 < len(refused) <= 2 * len(seconds)
     assert re.search(r"\[\d{2,} more not logged\]", text)
     assert len(text.splitlines()) < 200  # 1,000 refusals and drops, a few lines each second
-    assert process.returncode in (0, -signal.SIGTERM), log.tail()
+    assert process.returncode in (0, -signal.SIGTERM), text[-3000:]
     assert "Traceback" not in text
     assert SECRET not in text
