@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from lns.loadgen.options import (
+    MAX_LNS,
     LoadOptions,
     OptionError,
     ProxyAuth,
     Teardown,
+    parse_lns_list,
     parse_server,
 )
 from lns.loadgen.progress import Progress
@@ -36,7 +38,16 @@ It measures session setup rate and latency (ICRQ to the device's IPCP
 Opened), failures by reason, and the HELLO round trip while the storm runs,
 then tears every session down.
 
-Every datagram goes to SERVER only; nothing else is contacted."""
+Given several LNSs (--lns A,B,...), it fails over between them as a carrier's
+LAC does: an LNS that does not answer SCCRQ, stops acknowledging (a HELLO or
+any control message unacknowledged after the retransmissions) or sends StopCCN
+is marked down for --down-time seconds, and its tunnels and sessions are
+established again on the next LNS that is up, the SIMs keeping their ICCIDs.
+The summary shows each failover: which LNS went down and when, how long the
+SIMs that were up on it took to come back, how many did and how many kept
+their address.
+
+Every datagram goes to the LNS addresses given only; nothing else is contacted."""
 
 EPILOG = """\
 examples:
@@ -44,6 +55,8 @@ examples:
   lns-loadgen 127.0.0.1:1701 --secret S --tunnels 4 --sessions 10000 --rate 1000 \\
       --password-from-iccid --json result.json
   lns-loadgen 127.0.0.1 --secret S --sessions 50000 --rate 0 --hold 600 --hello-interval 1
+  lns-loadgen --lns 192.0.2.10,192.0.2.11 --secret S --sessions 1000 --hold 600 \\
+      --retransmit 0.5 --retries 4
 
 A session is established when its device's IPCP reaches Opened; its setup
 latency runs from its ICRQ being handed to the LAC (it may wait there for the
@@ -55,8 +68,15 @@ Progress goes to stderr: one line rewritten in place on a terminal, else a
 line every 5 s and at each phase. The summary table goes to stdout (to stderr
 when --json writes to stdout).
 
+Failover is detected by the LAC's own retransmissions: with --retransmit T and
+--retries N, an LNS that died is noticed about T * (2^(N+1) - 1) s (each wait
+capped at 8 s) after the first HELLO or message it left unacknowledged, so
+keep --hello-interval on and --hold long enough for the SIMs to come back.
+When no LNS is up any more, a lost tunnel's sessions are dropped.
+
 exit status: 0 every session came up and stayed up (and got echo replies
-with --ping); 1 otherwise or when interrupted; 2 usage error."""
+with --ping), and every SIM lost with an LNS came back; 1 otherwise or when
+interrupted; 2 usage error."""
 
 
 class UsageError(Exception):
@@ -94,8 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "server",
+        nargs="?",
         metavar="SERVER[:PORT]",
         help="the LNS: an IPv4 address, or [IPv6]; port 1701 unless given",
+    )
+    parser.add_argument(
+        "--lns",
+        metavar="LNS[,LNS...]",
+        help=f"instead of SERVER: up to {MAX_LNS} LNSs in order of preference "
+        "(each as SERVER[:PORT]), failed over like a carrier's LAC",
+    )
+    parser.add_argument(
+        "--down-time",
+        type=_number,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long an LNS that failed stays marked down (default 300, as carriers do)",
     )
     load = parser.add_argument_group("load")
     load.add_argument(
@@ -170,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="the LAC's initial control retransmission timeout (default 1.0; "
         "doubling, capped at 8)",
+    )
+    lac.add_argument(
+        "--retries",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="retransmissions of a control message before its LNS counts as lost (default 5)",
     )
     lac.add_argument(
         "--receive-window",
@@ -276,7 +317,12 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
         except OSError as exc:
             raise UsageError(f"--secret-file: {exc.strerror}: {args.secret_file}") from None
         secret = lines[0] if lines else ""
-    server, port = parse_server(args.server)
+    if (args.server is None) == (args.lns is None):
+        raise UsageError("give the LNS as SERVER[:PORT] or as --lns LNS[,LNS...] (not both)")
+    if args.lns is not None:
+        (server, port), *alternates = parse_lns_list(args.lns)
+    else:
+        (server, port), alternates = parse_server(args.server), []
     ping = None
     if args.ping is not None:
         address = _address(args.ping, "--ping")
@@ -286,6 +332,8 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
     return LoadOptions(
         server=server,
         port=port,
+        alternates=tuple(alternates),
+        down_time=args.down_time,
         local=None if args.local is None else _address(args.local, "--local"),
         tunnels=args.tunnels,
         sessions=args.sessions,
@@ -300,6 +348,7 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
         proxy_lcp=not args.no_proxy_lcp,
         called_number=args.apn,
         retransmit=args.retransmit,
+        retries=args.retries,
         receive_window=args.receive_window,
         hello_interval=args.hello_interval,
         hold=args.hold,

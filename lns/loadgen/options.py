@@ -7,6 +7,9 @@ import ipaddress
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Endpoint = tuple[IPAddress, int]
+
+MAX_LNS = 5  # a carrier's portal takes one to five LNSs per APN
 
 
 class OptionError(ValueError):
@@ -28,8 +31,10 @@ class Teardown(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
-    server: IPAddress
+    server: IPAddress  # the most preferred LNS
     port: int = 1701
+    alternates: tuple[Endpoint, ...] = ()  # the next LNSs, in order of preference
+    down_time: float = 300.0  # seconds an LNS that failed stays marked down
     local: IPAddress | None = None  # bind address; None: the wildcard of the server's family
     tunnels: int = 1
     sessions: int = 10
@@ -44,6 +49,7 @@ class LoadOptions:
     proxy_lcp: bool = True
     called_number: str = "iot.example"
     retransmit: float = 1.0
+    retries: int = 5  # retransmissions of a control message before the LNS counts as lost
     receive_window: int = 16
     hello_interval: float = 0.1  # 0: no HELLOs
     hold: float = 0.0
@@ -55,6 +61,21 @@ class LoadOptions:
 
     def __post_init__(self) -> None:
         check(1 <= self.port <= 65535, f"port {self.port} is not in 1..65535")
+        lns = self.lns
+        check(len(lns) <= MAX_LNS, f"--lns lists {len(lns)} LNSs; at most {MAX_LNS}")
+        for index, (address, port) in enumerate(lns):
+            check(1 <= port <= 65535, f"port {port} is not in 1..65535")
+            check(
+                address.version == self.server.version,
+                f"LNS {endpoint_text((address, port))} and {self.server_text} are of "
+                "different IP versions (one socket sends to all)",
+            )
+            check(
+                (address, port) not in lns[:index],
+                f"LNS {endpoint_text((address, port))} is listed twice",
+            )
+        check(self.down_time > 0, "--down-time must be greater than 0")
+        check(self.retries >= 0, "--retries must not be negative")
         check(self.tunnels >= 1, "--tunnels must be at least 1")
         check(self.sessions >= 0, "--sessions must not be negative")
         check(
@@ -103,9 +124,23 @@ class LoadOptions:
         return self.password if self.password is not None else iccid.encode()
 
     @property
+    def lns(self) -> tuple[Endpoint, ...]:
+        """Every LNS, the most preferred first."""
+        return ((self.server, self.port), *self.alternates)
+
+    @property
     def server_text(self) -> str:
-        host = str(self.server)
-        return f"[{host}]:{self.port}" if self.server.version == 6 else f"{host}:{self.port}"
+        return endpoint_text((self.server, self.port))
+
+    @property
+    def lns_text(self) -> str:
+        """The LNS list as ``--lns`` takes it."""
+        return ",".join(endpoint_text(e) for e in self.lns)
+
+
+def endpoint_text(endpoint: Endpoint) -> str:
+    host, port = str(endpoint[0]), endpoint[1]
+    return f"[{host}]:{port}" if endpoint[0].version == 6 else f"{host}:{port}"
 
 
 def check(condition: bool, message: str) -> None:
@@ -141,3 +176,13 @@ def parse_server(text: str) -> tuple[IPAddress, int]:
             raise OptionError(f"server port {port_text!r} is not in 1..65535")
         port = int(port_text)
     return address, port
+
+
+def parse_lns_list(text: str) -> tuple[Endpoint, ...]:
+    """``LNS[,LNS...]``: one to five `parse_server` forms, most preferred first."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise OptionError(f"--lns {text!r} has an empty entry")
+    if len(items) > MAX_LNS:
+        raise OptionError(f"--lns lists {len(items)} LNSs; at most {MAX_LNS}")
+    return tuple(parse_server(item) for item in items)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lns.loadgen.stats import Distribution, Reasons, RunStats
+from lns.loadgen.stats import Distribution, Failover, Reasons, RunStats
 
 Summary = dict[str, Any]
 
@@ -35,10 +35,30 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _failover(failover: Failover, started_at: float) -> dict[str, Any]:
+    """One failover; ``down_at_s`` from the start of the run, ``down_at_epoch`` on the
+    reactor's clock (Unix time in a real run, to line up with what killed the LNS)."""
+    return {
+        "lns": failover.lns,
+        "reason": failover.reason,
+        "down_at_s": round(failover.down_at - started_at, 3),
+        "down_at_epoch": round(failover.down_at, 3),
+        "to": failover.to,
+        "tunnels_lost": failover.tunnels_lost,
+        "sims_lost": failover.sims_lost,
+        "sims_back": failover.sims_back,
+        "kept_address": failover.kept_address,
+        "recovery_s": _round(failover.recovery),
+        "complete": failover.complete,
+        "not_back": _reasons(failover.not_back),
+    }
+
+
 def summarize(stats: RunStats) -> Summary:
     duration = stats.duration
     return {
         "server": stats.server,
+        "lns": stats.server.split(","),
         "ok": stats.ok,
         "interrupted": stats.interrupted,
         "duration_s": round(duration, 3),
@@ -74,7 +94,9 @@ def summarize(stats: RunStats) -> Summary:
             "datagrams_received": stats.datagrams_received,
             "send_errors": stats.send_errors,
             "malformed_received": stats.malformed_received,
+            "datagrams_unexpected": stats.datagrams_unexpected,
         },
+        "failovers": [_failover(f, stats.started_at) for f in stats.failovers],
         "teardown_complete": stats.teardown_complete,
         "ping": None
         if stats.ping_target is None
@@ -106,6 +128,29 @@ def _distribution_text(values: dict[str, float | int] | None, keys: tuple[str, .
         return "no samples"
     parts = [f"{key} {_fmt_ms(float(values[key]))}" for key in keys]
     return "  ".join(parts) + f"  (n={values['count']})"
+
+
+def _failover_rows(failover: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        (
+            "failover",
+            f"{failover['lns']} down at {failover['down_at_s']:.2f} s: {failover['reason']}; "
+            f"{failover['tunnels_lost']} tunnel(s) moved to {failover['to']}",
+        )
+    ]
+    lost = failover["sims_lost"]
+    if lost:
+        recovery = failover["recovery_s"]
+        took = "" if recovery is None else f" in {recovery:.2f} s"
+        rows.append(
+            (
+                "",
+                f"  {failover['sims_back']} of {lost} SIMs back{took} (first lost to last up), "
+                f"{failover['kept_address']} with the address they had",
+            )
+        )
+    rows += [("", f"  {n:>7}  not back: {reason}") for reason, n in failover["not_back"].items()]
+    return rows
 
 
 def format_table(summary: Summary) -> str:
@@ -173,9 +218,16 @@ def format_table(summary: Summary) -> str:
                 f", {control['malformed_received']} malformed"
                 if control["malformed_received"]
                 else ""
+            )
+            + (
+                f", {control['datagrams_unexpected']} from elsewhere"
+                if control["datagrams_unexpected"]
+                else ""
             ),
         )
     )
+    for failover in summary["failovers"]:
+        rows += _failover_rows(failover)
     ping = summary["ping"]
     if ping is not None:
         rows.append(

@@ -1,8 +1,10 @@
-"""One load run against an LNS: tunnels, a paced storm of sessions, hold, teardown.
+"""One load run against an LNS (or a list of them): tunnels, a paced storm of sessions,
+hold, teardown; and, like a carrier's LAC, failover to the next LNS.
 
-A :class:`~lns.testing.lacsim.lac.Lac` emulates the operator's LAC; all its tunnels
-share one UDP socket, as a GGSN's do, and every datagram goes to the one server
-address the run was given. The run is a sequence of phases:
+A :class:`~lns.testing.lacsim.lac.Lac` per LNS emulates the operator's LAC; all the
+tunnels share one UDP socket, as a GGSN's do, and every datagram goes to one of the
+LNS addresses the run was given (what comes back from any other address is counted
+and dropped). The run is a sequence of phases:
 
 * ``tunnels``: SCCRQ on every tunnel, until each is established or failed;
 * ``setup``: sessions placed round-robin on the established tunnels, at
@@ -17,6 +19,17 @@ address the run was given. The run is a sequence of phases:
 Meanwhile every tunnel sends a HELLO every ``hello_interval`` and times its
 acknowledgement (ZLB or piggybacked Nr).
 
+Failover (lns.testing.lacsim.lns_list): tunnels go to the most preferred LNS that is
+up. A tunnel is lost when its LNS does not answer the SCCRQ (after the LAC's
+retransmissions, or within ``timeout``), stops acknowledging (a HELLO or any control
+message unacknowledged after the retransmissions) or sends StopCCN. Its LNS is then
+marked down for ``down_time`` and, when another LNS is up, a tunnel is opened there
+instead and the lost tunnel's SIMs are placed on it again, same ICCIDs, at the run's
+rate and concurrency: before any SIM not yet attempted, in setup and in hold alike.
+Each such event is a :class:`~lns.loadgen.stats.Failover` in the summary: when, why,
+how long the SIMs that were up took to come back and how many kept their address.
+When no LNS is up, a lost tunnel fails as with a single LNS: its sessions are dropped.
+
 For tens of thousands of sessions nothing here scans all sessions per event:
 setup timeouts sit in a deque in deadline order (they are placed in time
 order), the LAC keeps no per-frame history, received datagrams are handled as
@@ -26,6 +39,7 @@ they come and what they cause is sent once per reactor turn.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import random
 import resource
 import socket
@@ -40,9 +54,9 @@ from twisted.logger import Logger
 
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.reliable import RetransmitPolicy
-from lns.loadgen.options import LoadOptions, ProxyAuth, Teardown
+from lns.loadgen.options import LoadOptions, ProxyAuth, Teardown, endpoint_text
 from lns.loadgen.progress import Progress, Snapshot
-from lns.loadgen.stats import RunStats, Samples
+from lns.loadgen.stats import Failover, RunStats, Samples
 from lns.ppp.frame import Protocol, encode_frame
 from lns.runtime import DeadlineTimer
 from lns.testing import packets
@@ -60,10 +74,12 @@ from lns.testing.lacsim.lac import (
     proxy_chap,
     proxy_pap,
 )
+from lns.testing.lacsim.lns_list import LnsList
 
 SOCKET_BUFFER = 8 * 1024 * 1024  # bytes: a storm's bursts must not overflow the socket
 STOPCCN_WAIT = 5.0  # seconds to wait for the StopCCNs' acknowledgements
 PING_TICK = 0.05  # seconds: the pings of one interval go out spread over it in ticks
+NOT_BACK_AT_END = "not back when the run ended"
 
 # Result Code of the CDN we send for a session that timed out or at teardown
 # (RFC 2661 section 4.4.2, CDN result 3: administrative reasons).
@@ -83,7 +99,7 @@ class _Socket(DatagramProtocol):
         self.run = run
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.run.datagram_received(datagram)
+        self.run.datagram_received(datagram, addr)
 
 
 class LoadRun(LacObserver):
@@ -96,41 +112,66 @@ class LoadRun(LacObserver):
         self.reactor = reactor
         self.progress = progress
         self.stats = RunStats(
-            server=options.server_text,
+            server=options.lns_text,
             tunnels_requested=options.tunnels,
             sessions_requested=options.sessions,
             ping_target=None if options.ping is None else str(options.ping),
         )
         self.rng = random.Random(options.seed)
-        self.lac = Lac(
-            hostname=options.hostname,
-            secret=options.secret,
-            rng=self.rng,
-            retransmit=RetransmitPolicy(
-                initial=options.retransmit, cap=max(8.0, options.retransmit)
-            ),
-            receive_window=options.receive_window,
-            hide_avps=options.hide_avps,
-            record=False,
-            observer=self,
+        retransmit = RetransmitPolicy(
+            initial=options.retransmit,
+            cap=max(8.0, options.retransmit),
+            max_retransmissions=options.retries,
         )
+        # One LAC per LNS (a Lac speaks to one address), one random generator for all.
+        self.lacs = [
+            Lac(
+                hostname=options.hostname,
+                secret=options.secret,
+                rng=self.rng,
+                retransmit=retransmit,
+                receive_window=options.receive_window,
+                hide_avps=options.hide_avps,
+                record=False,
+                observer=self,
+            )
+            for _ in options.lns
+        ]
+        self.lns_list = LnsList(len(options.lns), options.down_time)
+        self._lns_names = [endpoint_text(e) for e in options.lns]
+        self._destinations = [(str(address), port) for address, port in options.lns]
+        self._sources: dict[Any, int] = {}  # a datagram's source -> its LNS
         self.phase = "tunnels"
-        self._server = (str(options.server), options.port)
         self._socket = _Socket(self)
         self._port: IListeningPort | None = None
         self._done: defer.Deferred[RunStats] = defer.Deferred()
         self._timer = DeadlineTimer(reactor, self._on_timer)
         self._flush_scheduled = False
         self._phase_deadline: float | None = None
+        # Tunnels: every one opened (for its counters), its LNS, those waiting for their
+        # SCCRP (with the time we give up on it), those established and not lost.
         self._tunnels: list[SimulatedTunnel] = []
+        self._lns_of: dict[SimulatedTunnel, int] = {}
+        self._waiting: dict[SimulatedTunnel, float] = {}
         self._tunnels_up: list[SimulatedTunnel] = []
-        # Sessions: the next to place, those in flight (with their ICRQ time) and their
-        # setup deadlines in placement order, those up.
+        # Sessions, by SIM index (its ICCID is the start plus the index): the next never
+        # attempted, those to place again after a failover (placed first), when each of
+        # those was first attempted; the calls in flight (with their ICRQ time) and their
+        # setup deadlines in placement order; the calls up.
         self._next_index = 0
-        self._setup_origin = 0.0
+        self._again: deque[int] = deque()
+        self._first_attempt: dict[int, float] = {}
         self._in_flight: dict[SimulatedCall, float] = {}
         self._timeouts: deque[tuple[float, SimulatedCall]] = deque()
         self._up: set[SimulatedCall] = set()
+        self._round_robin = 0
+        # Pacing: the n-th placement since the origin is due at origin + n / rate.
+        self._slot_origin = 0.0
+        self._slots_used = 0
+        # Failover: the event each LNS's current down time belongs to, and the SIMs lost
+        # in one and not back yet.
+        self._failover_of: dict[int, Failover] = {}
+        self._lost: dict[int, Failover] = {}
         # Pinging: the sessions in the order they came up, a cursor into them, and
         # those that had an answer.
         self._ping_order: list[SimulatedCall] = []
@@ -161,9 +202,8 @@ class LoadRun(LacObserver):
         now = self.reactor.seconds()
         self.stats.started_at = self._last_progress = now
         self._cpu_at_start = _cpu_seconds()
-        self._phase_deadline = now + options.timeout
         for _ in range(options.tunnels):
-            self._tunnels.append(self.lac.open_tunnel(now))
+            self._open_tunnel(0, now)
         self._loop(self._show_progress, self.progress.interval)
         if options.hello_interval > 0:
             self._hello_loop = self._loop(self._send_hellos, options.hello_interval)
@@ -207,21 +247,41 @@ class LoadRun(LacObserver):
 
     # --- I/O ----------------------------------------------------------------------------
 
-    def datagram_received(self, datagram: bytes) -> None:
+    def datagram_received(self, datagram: bytes, addr: Any) -> None:
+        lns = self._sources.get(addr)
+        if lns is None:
+            lns = self._lns_at(addr)
+            if lns is None:
+                self.stats.datagrams_unexpected += 1
+                return
+            self._sources[addr] = lns  # known LNSs only: a flood cannot grow it
         self.stats.datagrams_received += 1
-        self.lac.datagram_received(datagram, self.reactor.seconds())
+        self.lacs[lns].datagram_received(datagram, self.reactor.seconds())
         if not self._flush_scheduled:
             # What this datagram caused goes out with what the rest of this reactor
             # turn's datagrams cause: one pass over the LAC, acks piggybacked.
             self._flush_scheduled = True
             self.reactor.callLater(0, self._flush)
 
+    def _lns_at(self, addr: Any) -> int | None:
+        """The LNS a datagram came from (addresses compared as addresses), or None."""
+        try:
+            source = (ipaddress.ip_address(addr[0]), int(addr[1]))
+        except (TypeError, ValueError, IndexError):
+            return None
+        for index, endpoint in enumerate(self.options.lns):
+            if endpoint == source:
+                return index
+        return None
+
     def _on_timer(self) -> None:
-        self.lac.handle_timer(self.reactor.seconds())
+        now = self.reactor.seconds()
+        for lac in self.lacs:
+            lac.handle_timer(now)
         self._flush()
 
     def _flush(self) -> None:
-        """Advance the phases, send what the LAC has queued, re-arm the timer."""
+        """Advance the phases, send what the LACs have queued, re-arm the timer."""
         self._flush_scheduled = False
         if self.phase == "done":
             return
@@ -229,96 +289,132 @@ class LoadRun(LacObserver):
         self._advance(now)
         if self.phase == "done":
             return
-        self._send(self.lac.datagrams_to_send(now))
-        self._timer.set(self._next_deadline())
+        for lac, destination in zip(self.lacs, self._destinations, strict=True):
+            self._send(lac.datagrams_to_send(now), destination)
+        self._timer.set(self._next_deadline(now))
 
-    def _send(self, datagrams: list[bytes]) -> None:
+    def _send(self, datagrams: list[bytes], destination: tuple[str, int]) -> None:
         transport = self._socket.transport
         if transport is None or self._port is None:
             return
         for data in datagrams:
             try:
-                transport.write(data, self._server)
+                transport.write(data, destination)
             except OSError:
                 self.stats.send_errors += 1  # a full socket buffer: retransmission recovers
             else:
                 self.stats.datagrams_sent += 1
 
-    def _next_deadline(self) -> float | None:
-        deadlines = []
-        lac_deadline = self.lac.get_timer()
-        if lac_deadline is not None:
-            deadlines.append(lac_deadline)
+    def _next_deadline(self, now: float) -> float | None:
+        deadlines = [t for lac in self.lacs if (t := lac.get_timer()) is not None]
+        deadlines += self._waiting.values()
         if self._phase_deadline is not None:
             deadlines.append(self._phase_deadline)
         if self._timeouts:
             deadlines.append(self._timeouts[0][0])
         if (
-            self.phase == "setup"
-            and self._next_index < self.options.sessions
+            self.phase in ("setup", "hold")
+            and self._more_to_place()
             and self.options.rate > 0
             and len(self._in_flight) < self.options.concurrency
         ):
-            deadlines.append(self._setup_origin + self._next_index / self.options.rate)
+            deadlines.append(self._next_slot())
+        if self._again:
+            # A marked-down LNS may come up again while SIMs wait for a tunnel.
+            deadlines += [
+                until
+                for index in range(self.lns_list.count)
+                if (until := self.lns_list.down_until(index)) is not None and until > now
+            ]
         return min(deadlines) if deadlines else None
 
     # --- phases -------------------------------------------------------------------------
 
     def _advance(self, now: float) -> None:
-        if self.phase == "tunnels":
-            self._advance_tunnels(now)
-        if self.phase == "setup":
+        self._expire_waiting(now)
+        if self.phase == "tunnels" and not self._waiting:
+            self.phase = "setup"
+            self._slot_origin, self._slots_used = now, 0
+            self._phase_changed(now)
+        if self.phase in ("setup", "hold"):
             self._expire_setups(now)
+            self._reopen(now)
             self._place_sessions(now)
-            if not self._in_flight and (
-                self._next_index >= self.options.sessions or not self._tunnels_up
-            ):
-                self.stats.setup_finished_at = now
-                if self.options.hold > 0 and self._tunnels_up:
-                    self.phase = "hold"
-                    self._phase_deadline = now + self.options.hold
-                    if self.options.ping is not None:
-                        self._ping_loop = self._loop(self._send_pings, PING_TICK)
-                    self._phase_changed(now)
-                else:
-                    self._begin_teardown(now)
+        if self.phase == "setup" and not self._in_flight and not self._can_place(now):
+            self.stats.setup_finished_at = now
+            if self.options.hold > 0 and self._tunnels_up:
+                self.phase = "hold"
+                self._phase_deadline = now + self.options.hold
+                if self.options.ping is not None:
+                    self._ping_loop = self._loop(self._send_pings, PING_TICK)
+                self._phase_changed(now)
+            else:
+                self._begin_teardown(now)
         if self.phase == "hold" and (
-            not self._tunnels_up
+            not (self._tunnels_up or self._waiting)
             or (self._phase_deadline is not None and now >= self._phase_deadline)
         ):
             self._begin_teardown(now)
         if self.phase == "teardown":
             self._advance_teardown(now)
 
-    def _advance_tunnels(self, now: float) -> None:
-        waiting = [t for t in self._tunnels if t.phase is Phase.WAITING]
-        if waiting and self._phase_deadline is not None and now >= self._phase_deadline:
-            for tunnel in waiting:
-                # Never answered: forget it, so its SCCRQ stops being retransmitted.
-                tunnel.phase = Phase.CLOSED
-                self.lac.tunnels.pop(tunnel.tunnel_id, None)
-                reason = f"no SCCRP within {self.options.timeout:g} s"
-                self.stats.tunnel_failures.add(reason)
-                self.progress.note(f"tunnel {tunnel.tunnel_id}: {reason}")
-            waiting = []
-        if waiting:
-            return
-        self._phase_deadline = None
-        self.phase = "setup"
-        self._setup_origin = now
-        self._phase_changed(now)
+    def _reopen(self, now: float) -> None:
+        """SIMs wait to come back and no tunnel can take them: try the first LNS up (one
+        whose down time is over) again, as a LAC does when it has calls to place."""
+        if self._again and not self._waiting and not self._usable_tunnels(now):
+            target = self.lns_list.first_up(now)
+            if target is not None:
+                self._open_tunnel(target, now)
+
+    def _more_to_place(self) -> bool:
+        return bool(self._again) or self._next_index < self.options.sessions
+
+    def _can_place(self, now: float) -> bool:
+        """Sessions are left to place and a tunnel is (or may soon be) there for them."""
+        return self._more_to_place() and bool(self._waiting or self._usable_tunnels(now))
+
+    def _usable_tunnels(self, now: float) -> list[SimulatedTunnel]:
+        """Established tunnels to an LNS that is up: new sessions go there only."""
+        return [t for t in self._tunnels_up if self.lns_list.is_up(self._lns_of[t], now)]
+
+    def _next_slot(self) -> float:
+        return self._slot_origin + self._slots_used / self.options.rate
+
+    def _open_tunnel(self, lns: int, now: float) -> SimulatedTunnel:
+        tunnel = self.lacs[lns].open_tunnel(now)
+        self._tunnels.append(tunnel)
+        self._lns_of[tunnel] = lns
+        self._waiting[tunnel] = now + self.options.timeout
+        return tunnel
+
+    def _expire_waiting(self, now: float) -> None:
+        expired = [t for t, deadline in self._waiting.items() if deadline <= now]
+        for tunnel in expired:
+            # Never answered: forget it, so its SCCRQ stops being retransmitted.
+            tunnel.phase = Phase.CLOSED
+            self.lacs[self._lns_of[tunnel]].tunnels.pop(tunnel.tunnel_id, None)
+            self._tunnel_lost(tunnel, f"no SCCRP within {self.options.timeout:g} s", now)
 
     def _place_sessions(self, now: float) -> None:
         options = self.options
+        usable: list[SimulatedTunnel] | None = None
         while (
-            self._next_index < options.sessions
-            and self._tunnels_up
+            self._more_to_place()
             and len(self._in_flight) < options.concurrency
-            and (options.rate == 0 or self._setup_origin + self._next_index / options.rate <= now)
+            and (options.rate == 0 or self._next_slot() <= now)
         ):
-            index = self._next_index
-            self._next_index += 1
-            tunnel = self._tunnels_up[index % len(self._tunnels_up)]
+            if usable is None:
+                usable = self._usable_tunnels(now)
+            if not usable:
+                return
+            if self._again:
+                index = self._again.popleft()
+            else:
+                index = self._next_index
+                self._next_index += 1
+            tunnel = usable[self._round_robin % len(usable)]
+            self._round_robin += 1
+            self._slots_used += 1
             self._place(tunnel, options.iccid(index), now)
 
     def _place(self, tunnel: SimulatedTunnel, iccid: str, now: float) -> None:
@@ -331,7 +427,7 @@ class LoadRun(LacObserver):
             auth, lcp_auth = proxy_chap(password, self.rng, name), LCP_AUTH_CHAP_MD5
         elif options.auth is ProxyAuth.PAP:
             auth, lcp_auth = proxy_pap(password, name), LCP_AUTH_PAP
-        call = self.lac.place_call(
+        call = self.lacs[self._lns_of[tunnel]].place_call(
             tunnel,
             iccid,
             called_number=options.called_number,
@@ -340,11 +436,20 @@ class LoadRun(LacObserver):
             # One random generator for every device: a Random each is 2.5 kB a session.
             device=Device(DeviceBehaviour(password=password, name=name), rng=self.rng),
         )
-        if self.stats.first_setup_at is None:
-            self.stats.first_setup_at = now
-        self.stats.sessions_attempted += 1
-        self._in_flight[call] = now
+        index = self._index(call)
+        started = self._first_attempt.pop(index, None)
+        if started is None:
+            started = now
+            if index not in self._lost:
+                if self.stats.first_setup_at is None:
+                    self.stats.first_setup_at = now
+                self.stats.sessions_attempted += 1
+        self._in_flight[call] = started
         self._timeouts.append((now + options.timeout, call))
+
+    def _index(self, call: SimulatedCall) -> int:
+        """The SIM of a call: its place in the run's ICCID sequence."""
+        return int(call.iccid) - int(self.options.iccid_start)
 
     def _expire_setups(self, now: float) -> None:
         while self._timeouts and self._timeouts[0][0] <= now:
@@ -359,7 +464,7 @@ class LoadRun(LacObserver):
                 stage = "IPCP not opened"
             self._fail(call, f"timeout after {self.options.timeout:g} s: {stage}")
             if call.phase is not Phase.CLOSED:
-                self.lac.hang_up(call, _ADMINISTRATIVE)
+                self.lacs[self._lns_of[call.tunnel]].hang_up(call, _ADMINISTRATIVE)
 
     def _begin_teardown(self, now: float) -> None:
         self.phase = "teardown"
@@ -368,15 +473,27 @@ class LoadRun(LacObserver):
         if self.options.ping is not None:
             self.stats.sessions_unanswered = sum(1 for c in self._up if c not in self._answered)
         for call in list(self._in_flight):
-            self._fail(call, "interrupted before it was established")
+            if self._index(call) in self._lost:
+                self._fail(call, NOT_BACK_AT_END)
+            else:
+                self._fail(call, "interrupted before it was established")
+        while self._again:
+            index = self._again.popleft()
+            if index not in self._lost:
+                self._first_attempt.pop(index, None)
+                self.stats.failures.add("tunnel lost; not placed again before the run ended")
+        for index, failover in self._lost.items():
+            failover.given_up(index, NOT_BACK_AT_END)
+        self._lost.clear()
         self._timeouts.clear()
         self._phase_deadline = now + self.options.timeout
         if self.options.teardown is Teardown.CDN:
             self._teardown_step = "cdn"
             for tunnel in self._tunnels_up:
+                lac = self.lacs[self._lns_of[tunnel]]
                 for call in list(tunnel.calls.values()):
                     if call.phase is not Phase.CLOSED:
-                        self.lac.hang_up(call, _ADMINISTRATIVE)
+                        lac.hang_up(call, _ADMINISTRATIVE)
                         self.stats.sessions_hung_up += 1
         else:
             self._close_tunnels(now)
@@ -386,7 +503,7 @@ class LoadRun(LacObserver):
         self._teardown_step = "stopccn"
         self._phase_deadline = now + STOPCCN_WAIT
         for tunnel in self._tunnels_up:
-            self.lac.close_tunnel(tunnel, ResultCode(1))
+            self.lacs[self._lns_of[tunnel]].close_tunnel(tunnel, ResultCode(1))
         self._up.clear()
 
     def _advance_teardown(self, now: float) -> None:
@@ -409,7 +526,7 @@ class LoadRun(LacObserver):
         stats = self.stats
         stats.finished_at = now
         stats.retransmissions = sum(t.channel.retransmissions for t in self._tunnels)
-        stats.malformed_received = self.lac.malformed_received
+        stats.malformed_received = sum(lac.malformed_received for lac in self.lacs)
         stats.cpu_seconds = _cpu_seconds() - self._cpu_at_start
         stats.max_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.progress.phase_changed(self._snapshot(now))
@@ -421,10 +538,66 @@ class LoadRun(LacObserver):
         else:
             self._done.callback(stats)
 
+    # --- failover -----------------------------------------------------------------------
+
+    def _tunnel_lost(self, tunnel: SimulatedTunnel, reason: str, now: float) -> None:
+        """A tunnel failed: its LNS is marked down, and its SIMs move to the next LNS up."""
+        lns = self._lns_of[tunnel]
+        established = tunnel in self._tunnels_up
+        self._waiting.pop(tunnel, None)
+        if established:
+            self._tunnels_up.remove(tunnel)
+        newly_down = self.lns_list.mark_down(lns, now)
+        target = self.lns_list.first_up(now)
+        name = self._lns_names[lns]
+        if target is None:
+            # Nowhere to go: the tunnel has failed, as with a single LNS.
+            self.stats.tunnel_failures.add(
+                f"closed after setup: {reason}" if established else reason
+            )
+            self.progress.note(f"tunnel {tunnel.tunnel_id} to {name}: {reason}")
+            for call in list(tunnel.calls.values()):
+                if call in self._in_flight:
+                    self._fail(call, f"tunnel closed: {reason}")
+                elif call in self._up:
+                    self._up.discard(call)
+                    self.stats.drops.add(f"tunnel closed: {reason}")
+            return
+        failover = self._failover_of.get(lns)
+        if newly_down or failover is None:
+            failover = Failover(name, reason, now, self._lns_names[target])
+            self._failover_of[lns] = failover
+            self.stats.failovers.append(failover)
+        failover.tunnels_lost += 1
+        moved = 0
+        for call in list(tunnel.calls.values()):
+            index = self._index(call)
+            if call in self._in_flight:
+                started = self._in_flight.pop(call)
+                if index not in self._lost:
+                    self._first_attempt[index] = started  # its setup time runs on
+            elif call in self._up:
+                self._up.discard(call)
+                device = call.device
+                failover.lost(index, device.address if device is not None else None, now)
+                self._lost[index] = failover
+            else:
+                continue
+            self._again.append(index)
+            moved += 1
+        if moved and self.options.rate > 0 and self._next_slot() < now:
+            self._slot_origin, self._slots_used = now, 0  # paced from now, not in a burst
+        self.progress.note(
+            f"tunnel {tunnel.tunnel_id} to {name}: {reason}; "
+            f"{name} marked down for {self.options.down_time:g} s; "
+            f"a tunnel to {self._lns_names[target]} takes its {moved} sessions"
+        )
+        self._open_tunnel(target, now)
+
     # --- what the LAC tells -------------------------------------------------------------
 
     def tunnel_established(self, tunnel: SimulatedTunnel, now: float) -> None:
-        if self.phase != "tunnels":
+        if self._waiting.pop(tunnel, None) is None:
             return
         self.stats.tunnels_established += 1
         self._tunnels_up.append(tunnel)
@@ -432,31 +605,29 @@ class LoadRun(LacObserver):
     def tunnel_closed(self, tunnel: SimulatedTunnel, now: float) -> None:
         if self.phase in ("teardown", "done"):
             return
+        if tunnel not in self._waiting and tunnel not in self._tunnels_up:
+            return  # lost already
         if tunnel.result is not None:
             reason = result_text("StopCCN", tunnel.result)
+        elif tunnel.failure == "the LNS stopped acknowledging" and tunnel in self._waiting:
+            reason = f"no SCCRP after {self.options.retries} retransmissions of the SCCRQ"
         else:
             reason = tunnel.failure or "closed"
-        if tunnel in self._tunnels_up:
-            self._tunnels_up.remove(tunnel)
-            self.stats.tunnel_failures.add(f"closed after setup: {reason}")
-        else:
-            self.stats.tunnel_failures.add(reason)
-        self.progress.note(f"tunnel {tunnel.tunnel_id}: {reason}")
-        for call in list(tunnel.calls.values()):
-            if call in self._in_flight:
-                self._fail(call, f"tunnel closed: {reason}")
-            elif call in self._up:
-                self._up.discard(call)
-                self.stats.drops.add(f"tunnel closed: {reason}")
+        self._tunnel_lost(tunnel, reason, now)
 
     def call_opened(self, call: SimulatedCall, now: float) -> None:
         started = self._in_flight.pop(call, None)
         if started is None:
             return  # gave up on it already
-        self.stats.sessions_established += 1
-        self.stats.last_setup_at = now
-        self.stats.setup_latency.add(now - started)
-        self._recent_established += 1
+        failover = self._lost.pop(self._index(call), None)
+        device = call.device
+        if failover is not None:
+            failover.back(self._index(call), device.address if device else None, now)
+        else:
+            self.stats.sessions_established += 1
+            self.stats.last_setup_at = now
+            self.stats.setup_latency.add(now - started)
+            self._recent_established += 1
         self._up.add(call)
         # The proxy AVPs went out in the ICCN; an idle session need not keep them.
         call.proxy_lcp = call.proxy_auth = None
@@ -497,8 +668,13 @@ class LoadRun(LacObserver):
             self.stats.pings_misrouted += 1
 
     def _fail(self, call: SimulatedCall, reason: str) -> None:
+        """A setup in flight failed: a SIM's first, or its return after a failover."""
         self._in_flight.pop(call, None)
-        self.stats.failures.add(reason)
+        failover = self._lost.pop(self._index(call), None)
+        if failover is not None:
+            failover.given_up(self._index(call), reason)
+        else:
+            self.stats.failures.add(reason)
 
     # --- periodic work -------------------------------------------------------------------
 
@@ -507,7 +683,7 @@ class LoadRun(LacObserver):
             if Lac.hello_outstanding(tunnel):
                 self.stats.hellos_skipped += 1
             else:
-                self.lac.send_hello(tunnel)
+                self.lacs[self._lns_of[tunnel]].send_hello(tunnel)
         self._flush()
 
     def _send_pings(self) -> None:
@@ -536,7 +712,7 @@ class LoadRun(LacObserver):
             packet = packets.icmp_echo(
                 int(address), int(target), call.session_id, self._ping_sequence
             )
-            self.lac.send_ppp(call, encode_frame(Protocol.IP, packet))
+            self.lacs[self._lns_of[call.tunnel]].send_ppp(call, encode_frame(Protocol.IP, packet))
             self.stats.pings_sent += 1
         self._flush()
 

@@ -7,6 +7,7 @@ failure is one count under its reason, never a record per session.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from array import array
@@ -111,11 +112,65 @@ class Reasons:
         return self.counts.most_common()
 
 
+@dataclass(eq=False)
+class Failover:
+    """One LNS marked down while SIMs were on it, and how the fleet came back.
+
+    The fleet is the SIMs that were up (IPCP Opened) on a tunnel to the LNS when that
+    tunnel was lost; a SIM is back when its device reaches IPCP Opened again on the
+    LNS its tunnel moved to. Setups still in flight on a lost tunnel are simply placed
+    again and are not counted here.
+    """
+
+    lns: str  # the LNS marked down
+    reason: str  # why: no SCCRP, unacknowledged, StopCCN
+    down_at: float  # when the LAC marked it down (the reactor's clock)
+    to: str  # the LNS its tunnels were opened on again
+    tunnels_lost: int = 0
+    sims_lost: int = 0
+    sims_back: int = 0
+    kept_address: int = 0  # back with the address they had before
+    first_lost_at: float | None = None
+    last_back_at: float | None = None
+    not_back: Reasons = field(default_factory=Reasons)
+    # The SIMs lost and not yet back (or given up on): index -> the address they had.
+    _before: dict[int, ipaddress.IPv4Address | None] = field(default_factory=dict, repr=False)
+
+    def lost(self, sim: int, address: ipaddress.IPv4Address | None, now: float) -> None:
+        self.sims_lost += 1
+        self._before[sim] = address
+        if self.first_lost_at is None:
+            self.first_lost_at = now
+
+    def back(self, sim: int, address: ipaddress.IPv4Address | None, now: float) -> None:
+        before = self._before.pop(sim, None)
+        self.sims_back += 1
+        self.last_back_at = now
+        if address is not None and address == before:
+            self.kept_address += 1
+
+    def given_up(self, sim: int, reason: str) -> None:
+        """The SIM will not be back within the run."""
+        self._before.pop(sim, None)
+        self.not_back.add(reason)
+
+    @property
+    def complete(self) -> bool:
+        return self.sims_back == self.sims_lost
+
+    @property
+    def recovery(self) -> float | None:
+        """First SIM lost to the last one up again (so far, while not complete)."""
+        if self.first_lost_at is None or self.last_back_at is None:
+            return None
+        return max(0.0, self.last_back_at - self.first_lost_at)
+
+
 @dataclass
 class RunStats:
     """Everything the summary reports; times are the reactor's clock (seconds)."""
 
-    server: str
+    server: str  # the LNS list, most preferred first (as --lns takes it)
     tunnels_requested: int
     sessions_requested: int
     tunnels_established: int = 0
@@ -136,6 +191,8 @@ class RunStats:
     datagrams_received: int = 0
     send_errors: int = 0
     malformed_received: int = 0
+    datagrams_unexpected: int = 0  # from an address the run does not send to
+    failovers: list[Failover] = field(default_factory=list)
     ping_target: str | None = None
     pings_sent: int = 0
     pings_answered: int = 0
@@ -182,5 +239,6 @@ class RunStats:
             not self.interrupted
             and self.sessions_established == self.sessions_requested
             and self.drops.total() == 0
+            and all(f.complete for f in self.failovers)
             and (self.ping_target is None or self.sessions_unanswered == 0)
         )

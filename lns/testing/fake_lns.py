@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -46,11 +46,13 @@ class FakePort:
         self.protocol = protocol
         self.written: list[tuple[bytes, Any]] = []  # not yet delivered by pump()
         self.log: list[bytes] = []  # every datagram written
+        self.sent: list[tuple[bytes, Any]] = []  # every datagram written, with its address
         self.listening = True
 
     def write(self, data: bytes, addr: Any = None) -> None:
         self.written.append((data, addr))
         self.log.append(data)
+        self.sent.append((data, addr))
 
     def stopListening(self) -> None:
         self.listening = False
@@ -76,7 +78,11 @@ class FakeReactor(Clock):
 
 
 class FakeLns:
-    """Sessions reach IPCP Opened unless ``refuse(iccid)`` gives a reason to refuse them."""
+    """Sessions reach IPCP Opened unless ``refuse(iccid)`` gives a reason to refuse them.
+
+    Addresses are handed out in sequence from 100.64.1.1, or by ``address_of(iccid)``
+    (several FakeLns sharing one, as nodes share a pool).
+    """
 
     def __init__(
         self,
@@ -84,11 +90,13 @@ class FakeLns:
         refuse: Callable[[str], str | None] = lambda iccid: None,
         answer_pings: bool = True,
         hostname: str | None = None,
+        address_of: Callable[[str], IPv4] | None = None,
     ) -> None:
         self.endpoint = make_endpoint(
             secret=secret, authenticate=secret is not None, hostname=hostname
         )
         self.refuse = refuse
+        self.address_of = address_of
         self.answer_pings = answer_pings
         self.misroute = False  # answer pings with another destination address
         self.rng = random.Random(7)
@@ -159,8 +167,11 @@ class FakeLns:
                 decision = Decision(reason is None, reason=reason or "")
                 self._apply(key, session, session.authenticated(decision, now), now)
             elif isinstance(effect, AllocateAddress):
-                address = IPv4(self.next_address)
-                self.next_address += 1
+                if self.address_of is not None:
+                    address = self.address_of(session.context.iccid)
+                else:
+                    address = IPv4(self.next_address)
+                    self.next_address += 1
                 assigned = session.address_assigned(address, ("lease", address), now)
                 self._apply(key, session, assigned, now)
             elif isinstance(effect, SessionClosed):
@@ -189,27 +200,41 @@ class FakeLns:
                 self._apply(key, session, session.handle_timer(now), now)
 
 
-def pump(reactor: FakeReactor, lns: FakeLns, run: LoadRun, limit: float = 600.0) -> None:
-    """Run until the run is done (or ``limit`` seconds of fake time passed)."""
+def pump(
+    reactor: FakeReactor,
+    lns: FakeLns | Mapping[tuple[str, int], FakeLns],
+    run: LoadRun,
+    limit: float = 600.0,
+) -> None:
+    """Run until the run is done (or ``limit`` seconds of fake time passed).
+
+    ``lns`` is the one LNS of the run, or the LNSs of a run with several by their
+    ``(host, port)``: each gets what the run sends to its address and answers from it.
+    """
     (port,) = reactor.ports
+    if isinstance(lns, FakeLns):
+        lnses = {(str(run.options.server), run.options.port): lns}
+    else:
+        lnses = dict(lns)
     while run.phase != "done" and reactor.seconds() < limit:
         moved = True
         while moved and run.phase != "done":
             now = reactor.seconds()
             written, port.written = port.written, []
-            for data, _addr in written:
-                lns.receive(data, now)
-            back = lns.datagrams(now)
-            for data in back:
-                run.datagram_received(data)
+            for data, addr in written:
+                target = lnses.get(addr)
+                if target is not None:
+                    target.receive(data, now)
+            back = [(data, addr) for addr, one in lnses.items() for data in one.datagrams(now)]
+            for data, addr in back:
+                run.datagram_received(data, addr)
             reactor.advance(0)  # the run's flush of this turn
             moved = bool(written or back or port.written)
         deadlines = [c.getTime() for c in reactor.getDelayedCalls()]
-        lns_deadline = lns.get_timer()
-        if lns_deadline is not None:
-            deadlines.append(lns_deadline)
+        deadlines += [t for one in lnses.values() if (t := one.get_timer()) is not None]
         if not deadlines:
             break
         step = max(0.0, min(deadlines) - reactor.seconds())
         reactor.advance(step)
-        lns.handle_timer(reactor.seconds())
+        for one in lnses.values():
+            one.handle_timer(reactor.seconds())

@@ -110,6 +110,27 @@ def test_every_option(tmp_path: Path):
     assert options.seed == 5
 
 
+def test_an_lns_list_in_order_of_preference():
+    options = parse("--lns", "192.0.2.1,192.0.2.2:1702, 192.0.2.3", "--down-time", "30")
+    assert options.lns == (
+        (ipaddress.ip_address("192.0.2.1"), 1701),
+        (ipaddress.ip_address("192.0.2.2"), 1702),
+        (ipaddress.ip_address("192.0.2.3"), 1701),
+    )
+    assert (options.server, options.port) == options.lns[0]
+    assert options.lns_text == "192.0.2.1:1701,192.0.2.2:1702,192.0.2.3:1701"
+    assert options.down_time == 30.0
+
+
+def test_one_server_is_an_lns_list_of_one():
+    options = parse("192.0.2.1:1702", "--retries", "3")
+    assert options.lns == ((ipaddress.ip_address("192.0.2.1"), 1702),)
+    assert options.alternates == ()
+    assert options.down_time == 300.0
+    assert options.retries == 3
+    assert parse("--lns", "[2001:db8::1]:1702").server_text == "[2001:db8::1]:1702"
+
+
 def test_ping_options():
     options = parse("192.0.2.1", "--ping", "198.51.100.1", "--hold", "10", "--ping-interval", "2")
     assert options.ping == ipaddress.IPv4Address("198.51.100.1")
@@ -119,7 +140,15 @@ def test_ping_options():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "required: SERVER[:PORT]"),
+        ([], "give the LNS as SERVER[:PORT] or as --lns"),
+        (["192.0.2.1", "--lns", "192.0.2.2"], "(not both)"),
+        (["--lns", "192.0.2.1,,192.0.2.2"], "has an empty entry"),
+        (["--lns", ",".join(f"192.0.2.{n}" for n in range(1, 7))], "at most 5"),
+        (["--lns", "192.0.2.1,192.0.2.1:1701"], "LNS 192.0.2.1:1701 is listed twice"),
+        (["--lns", "192.0.2.1,[2001:db8::1]"], "different IP versions"),
+        (["--lns", "192.0.2.1,lns-b.example"], "is not an IP address"),
+        (["192.0.2.1", "--down-time", "0"], "--down-time must be greater than 0"),
+        (["192.0.2.1", "--retries", "-1"], "--retries must not be negative"),
         (["lns.example"], "is not an IP address"),
         (["192.0.2.1", "--tunnels", "x"], "'x' is not an integer"),
         (["192.0.2.1", "--tunnels", "0"], "--tunnels must be at least 1"),
@@ -168,6 +197,7 @@ def test_help_describes_every_option(capsys):
         "--teardown", "--hostname", "--secret", "--secret-file", "--hide-avps", "--retransmit",
         "--receive-window", "--hello-interval", "--local", "--iccid-start", "--password",
         "--password-from-iccid", "--auth", "--no-proxy-lcp", "--apn", "--ping",
-        "--ping-interval", "--json", "--quiet", "--seed", "exit status",
+        "--ping-interval", "--json", "--quiet", "--seed", "exit status", "--lns",
+        "--down-time", "--retries",
     ):  # fmt: skip
         assert option in text

@@ -153,7 +153,8 @@ class LacObserver:
         """SCCRP accepted (the LNS's challenge response checked), SCCCN queued."""
 
     def tunnel_closed(self, tunnel: SimulatedTunnel, now: float) -> None:
-        """StopCCN received, the LNS failed authentication, or it stopped acknowledging."""
+        """StopCCN received, the LNS failed authentication, or it stopped acknowledging
+        (``tunnel.failure`` says which; the tunnel's calls are closed with it)."""
 
     def call_opened(self, call: SimulatedCall, now: float) -> None:
         """The call's device reached IPCP Opened (``call.device.address`` is set)."""
@@ -537,6 +538,10 @@ class Lac:
             if tunnel.channel.failed and tunnel.phase is not Phase.CLOSED:
                 tunnel.phase = Phase.CLOSED
                 tunnel.failure = "the LNS stopped acknowledging"
+                # As after a StopCCN: the calls went with the tunnel, so their devices
+                # stop sending towards an LNS that is gone.
+                for call in tunnel.calls.values():
+                    call.phase = Phase.CLOSED
                 if self.observer is not None:
                     self.observer.tunnel_closed(tunnel, now)
 
