@@ -17,8 +17,8 @@ from aaa.radius.auth import (
 )
 from aaa.radius.client import RadiusClient
 from aaa.radius.packet import Code, Reply
-from lns.config import parse_config
 from lns.ppp.auth import AuthMethod, AuthRequest, AuthSource, CallContext, Decision
+from lns.testing.config import ConfigBuilder
 from lns.testing.radius_fakes import FakeUdpReactor, parse_request, reply_bytes
 
 SECRET = "auth-test-secret"
@@ -27,15 +27,12 @@ CHALLENGE = bytes(range(16))
 
 
 def config(**aaa):
-    return parse_config(
-        {
-            "l2tp": {"listen": aaa.pop("listen", "0.0.0.0:1701")},
-            "aaa": {
-                "nas_identifier": "lns-test",
-                "radius": [{"address": "127.0.0.1", "secret": SECRET, "timeout": 1.0}],
-                **aaa,
-            },
-        }
+    return (
+        ConfigBuilder()
+        .l2tp(listen=aaa.pop("listen", "0.0.0.0:1701"))
+        .aaa(nas_identifier="lns-test", **aaa)
+        .radius(address="127.0.0.1", secret=SECRET, timeout=1.0)
+        .config()
     )
 
 
@@ -301,7 +298,7 @@ def test_stop_refuses_requests_in_flight(reactor):
 
 def test_from_config_needs_a_server(reactor):
     with pytest.raises(ValueError, match="at least one"):
-        RadiusAuthenticator.from_config(parse_config({}), reactor)
+        RadiusAuthenticator.from_config(ConfigBuilder().config(), reactor)
 
 
 def test_client_is_shareable(reactor):

@@ -36,7 +36,8 @@ from aaa.radius.dae import (
     SessionMatch,
 )
 from aaa.radius.packet import Code, ErrorCause
-from lns.config import DynauthClient, Secret, parse_config
+from lns.config import DynauthClient, Secret
+from lns.testing.config import ConfigBuilder
 from lns.testing.dynauth import (
     SECRET,
     FakeDirectory,
@@ -407,17 +408,12 @@ def test_directory_failure_is_a_nak_not_an_exception(dae):
 
 
 def dynauth_config(port: int, client: str = "127.0.0.1", secret: bytes = SECRET, **dynauth):
-    return parse_config(
-        {
-            "aaa": {
-                "nas_identifier": "lns-test",
-                "dynauth": {
-                    "listen": f"127.0.0.1:{port}",
-                    "client": [{"address": client, "secret": secret.decode()}],
-                    **dynauth,
-                },
-            }
-        }
+    return (
+        ConfigBuilder()
+        .aaa(nas_identifier="lns-test")
+        .dynauth(listen=f"127.0.0.1:{port}", **dynauth)
+        .dynauth_client(address=client, secret=secret.decode())
+        .config()
     )
 
 
@@ -465,7 +461,7 @@ def test_service_listens_from_config_and_stops():
 
 def test_from_config_without_dynauth_section():
     with pytest.raises(ValueError, match=r"\[aaa\.dynauth\]"):
-        DynamicAuthorizationService.from_config(parse_config({}), make_directory(), reactor)
+        DynamicAuthorizationService.from_config(ConfigBuilder().config(), make_directory(), reactor)
 
 
 # --- the real radclient -----------------------------------------------------------------

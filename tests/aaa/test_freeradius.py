@@ -16,8 +16,8 @@ from twisted.internet import reactor
 
 from aaa.radius.auth import RadiusAuthenticator
 from aaa.radius.packet import Code, access_request, status_server
-from lns.config import parse_config
 from lns.ppp.auth import AuthMethod, AuthRequest, AuthSource, CallContext, Decision
+from lns.testing.config import ConfigBuilder
 from lns.testing.ports import free_udp_port
 from lns.testing.sims import (
     BARRED,
@@ -97,15 +97,12 @@ def make_authenticator(freeradius):
     def make(servers=None, require=False) -> RadiusAuthenticator:
         if servers is None:
             servers = [radius("127.0.0.1", freeradius.auth_port, retries=1)]
-        config = parse_config(
-            {
-                "aaa": {
-                    "nas_identifier": "lns-test",
-                    "require_message_authenticator": require,
-                    "radius": servers,
-                }
-            }
+        builder = ConfigBuilder().aaa(
+            nas_identifier="lns-test", require_message_authenticator=require
         )
+        for server in servers:
+            builder.radius(**server)
+        config = builder.config()
         authenticator = RadiusAuthenticator.from_config(config, reactor)
         authenticator.start()
         created.append(authenticator)

@@ -36,15 +36,15 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from aaa.radius.client import RadiusClient, RadiusUnavailable
 from aaa.radius.packet import Code, access_request, accounting_request
 from lns.adapters.services import make_service
-from lns.cli import main as lns_admin
-from lns.config import parse_config
 from lns.testing import sims
 from lns.testing.capture import Capture, tshark_available
+from lns.testing.config import ConfigBuilder
 from lns.testing.freeradius import FreeRadius, RadsecListener, detail_records
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.device import Device
 from lns.testing.lacsim.lac import Lac, SimulatedCall, default_proxy_lcp, proxy_chap
 from lns.testing.pki import CertificateAuthority, Issued
+from lns.testing.pools import sqlite_pool
 from lns.testing.ports import free_tcp_port, free_udp_port
 
 pytestmark = pytest.mark.integration
@@ -170,21 +170,18 @@ def start_node(tmp_path: Path):
 
     @defer.inlineCallbacks
     def start(name: str, servers: list[dict[str, object]], **aaa: object):
-        url = f"sqlite:///{tmp_path / (name + '.db')}"
-        assert lns_admin(["--database-url", url, "db", "upgrade"]) == 0
-        assert lns_admin(["--database-url", url, "pool", "add", "default", str(POOL)]) == 0
-        config = parse_config(
-            {
-                "lns": {"node_name": name},
-                "l2tp": {
-                    "listen": f"127.0.0.1:{free_udp_port()}",
-                    "lac": [{"name": "sim", "peer": "127.0.0.0/8", "secret": L2TP_SECRET}],
-                },
-                "aaa": {"nas_identifier": name, "radius": servers, **aaa},
-                "database": {"url": url, "migrate_on_start": False},
-                "dataplane": {"mode": "none"},
-            }
+        builder = (
+            ConfigBuilder()
+            .lns(node_name=name)
+            .l2tp(listen=f"127.0.0.1:{free_udp_port()}")
+            .lac(name="sim", peer="127.0.0.0/8", secret=L2TP_SECRET)
+            .aaa(nas_identifier=name, **aaa)
+            .database(url=sqlite_pool(tmp_path / f"{name}.db", str(POOL)), migrate_on_start=False)
+            .dataplane(mode="none")
         )
+        for server in servers:
+            builder.radius(**server)
+        config = builder.config()
         service = make_service(config, reactor=reactor)
         service.startService()
         yield service.pool.ready
@@ -245,7 +242,7 @@ def test_certificate_refused_with_the_reason(site, log_lines, case, expected):
         "expired": {"port": site.expired},
         "not yet valid": {"port": site.future},
     }[case]
-    config = parse_config({"aaa": {"radius": [tls_server(site, **overrides)]}})
+    config = ConfigBuilder().radius(**tls_server(site, **overrides)).config()
     client = RadiusClient(config.aaa.radius, reactor, True)
     client.start()
     port = overrides.get("port", site.good)
@@ -353,7 +350,7 @@ def test_radsec_server_down_fails_over_to_udp(site, start_node, log_lines):
 @pytest_twisted.inlineCallbacks
 def test_capture_shows_tls_only(site, tmp_path):
     path = tmp_path / "radsec.pcapng"
-    config = parse_config({"aaa": {"radius": [tls_server(site)]}})
+    config = ConfigBuilder().radius(**tls_server(site)).config()
     client = RadiusClient(config.aaa.radius, reactor, True)
     with Capture(path, ports=[], tcp_ports=[site.good]):
         client.start()

@@ -17,8 +17,8 @@ from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 
 from aaa.radius.auth import RadiusAuthenticator
-from lns.config import parse_config
 from lns.ppp.auth import AuthMethod, AuthRequest, AuthSource, CallContext, Decision
+from lns.testing.config import ConfigBuilder
 from lns.testing.radius_fakes import forge, parse_request, strip_message_authenticator
 
 pytestmark = pytest.mark.integration
@@ -76,8 +76,8 @@ def responder_authenticator():
             "timeout": 0.3,
             "retries": 1,
         }
-        config = parse_config(
-            {"aaa": {"require_message_authenticator": require, "radius": [server]}}
+        config = (
+            ConfigBuilder().aaa(require_message_authenticator=require).radius(**server).config()
         )
         authenticator = RadiusAuthenticator.from_config(config, reactor)
         authenticator.start()
