@@ -1,8 +1,10 @@
 """Imports point one way (STYLE.md sections 1 and 7): cores <- aaa <- adapters <- service.
 
-Every import statement of the packages that ship (``lns``, ``aaa``), function-local
-ones and those under ``if TYPE_CHECKING:`` included, is read with `ast` and checked
-against the rules below; a failure lists each offending import as ``file:line``. The
+Every import statement of the packages that ship (``lns``, ``aaa``) and of the tests,
+benchmarks and scripts, function-local ones and those under ``if TYPE_CHECKING:``
+included, is read with `ast` and checked against the rules below; a failure lists each
+offending import as ``file:line``. No file edits ``sys.path`` either: the working tree
+is imported as the root of the repository (``python -m``) or through ``PYTHONPATH``. The
 checker is tested on sources written here too, so a rule that silently matches nothing
 would show.
 """
@@ -17,7 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("lns", "aaa")
+PACKAGES = ("lns", "aaa")  # what ships
+SUPPORT = ("tests", "benchmarks", "scripts")  # what does not
 
 # The I/O-free cores: fed bytes, events and a clock, they return effects.
 CORES = (
@@ -78,6 +81,11 @@ RULES = (
         ("lns.testing",),
         exempt=("lns.testing", "lns.loadgen"),
     ),
+    Rule(
+        "test modules import no other test module (helpers: lns.testing; fixtures: conftest.py)",
+        SUPPORT,
+        ("tests", "benchmarks"),
+    ),
 )
 
 
@@ -128,10 +136,18 @@ def imports_of(source: str, path: str, module: str, is_package: bool) -> Iterato
                     yield Import(path, node.lineno, module, f"{origin}.{alias.name}")
 
 
-def shipped_imports(root: Path = ROOT) -> list[Import]:
+def python_files(root: Path = ROOT) -> list[Path]:
+    return [
+        path
+        for top in (*PACKAGES, *SUPPORT, "migrations", "twisted")
+        for path in sorted((root / top).rglob("*.py"))
+    ]
+
+
+def all_imports(root: Path = ROOT) -> list[Import]:
     found: list[Import] = []
-    for package in PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
+    for top in (*PACKAGES, *SUPPORT):
+        for path in sorted((root / top).rglob("*.py")):
             found += imports_of(
                 path.read_text(encoding="utf-8"),
                 str(path.relative_to(root)),
@@ -165,10 +181,74 @@ def report(bad: list[tuple[Rule, Import]]) -> str:
 
 
 def test_imports_point_one_way() -> None:
-    found = shipped_imports()
+    found = all_imports()
     assert len(found) > 500  # the walk found the packages' imports at all
     bad = violations(found)
     assert not bad, "imports that go the wrong way:\n" + report(bad)
+
+
+_PATH_EDITS = frozenset({"insert", "append", "extend", "remove", "pop", "clear", "__setitem__"})
+
+
+def _is_sys_path(node: ast.expr) -> bool:
+    if isinstance(node, ast.Subscript):
+        node = node.value
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    )
+
+
+def sys_path_edits(source: str, path: str) -> list[str]:
+    """``file:line`` of each statement that changes ``sys.path`` (or adds a site dir)."""
+    found = []
+    for node in ast.walk(ast.parse(source, path)):
+        edit = False
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            method = node.func
+            edit = (method.attr in _PATH_EDITS and _is_sys_path(method.value)) or (
+                method.attr == "addsitedir"
+                and isinstance(method.value, ast.Name)
+                and method.value.id == "site"
+            )
+        elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign | ast.Delete):
+            targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
+            edit = any(_is_sys_path(target) for target in targets)
+        if edit:
+            found.append(f"{path}:{getattr(node, 'lineno', 0)}")
+    return found
+
+
+def test_no_file_edits_sys_path() -> None:
+    files = python_files()
+    assert len(files) > 100
+    found = [
+        edit
+        for path in files
+        for edit in sys_path_edits(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    ]
+    assert found == [], "sys.path edited at:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import sys\nsys.path.insert(0, 'x')\n",
+        "import sys\ndef f():\n    sys.path.append('x')\n",
+        "import sys\nsys.path[:0] = ['x']\n",
+        "import sys\nsys.path = ['x']\n",
+        "import sys\nsys.path += ['x']\n",
+        "import site\nsite.addsitedir('x')\n",
+    ],
+)
+def test_each_kind_of_sys_path_edit_is_caught(source: str) -> None:
+    assert sys_path_edits(source, "x.py") != []
+
+
+def test_reading_sys_path_is_no_edit() -> None:
+    assert sys_path_edits("import sys\nprint(sys.path[0], list(sys.path))\n", "x.py") == []
 
 
 # --- the checker itself, on sources written here ----------------------------------------
@@ -196,6 +276,10 @@ def test_imports_point_one_way() -> None:
         ("lns.adapters.ppp", "from tests.aaa import conftest\n", "tests.aaa"),
         ("lns.cli", "import benchmarks.servers\n", "benchmarks.servers"),
         ("lns.adapters.udp", "from lns.testing.lacsim.lac import Lac\n", "lns.testing.lacsim"),
+        ("tests.aaa.test_node_radius", "from tests.aaa.test_dae import x\n", "tests.aaa"),
+        ("tests.loadgen.test_run", "from ..l2tp import harness\n", "tests.l2tp"),
+        ("benchmarks.memory", "from benchmarks.servers import Harness\n", "benchmarks.servers"),
+        ("scripts.try_it", "import tests.aaa.freeradius\n", "tests.aaa"),
     ],
 )
 def test_each_rule_catches_its_kind_of_import(module: str, source: str, target: str) -> None:
@@ -216,6 +300,8 @@ def test_each_rule_catches_its_kind_of_import(module: str, source: str, target: 
         ("aaa.radius.auth", "from lns.runtime import DeadlineTimer\nfrom lns.ppp import auth\n"),
         ("lns.loadgen.run", "from lns.testing.lacsim.lac import Lac\n"),
         ("lns.testing.site", "from lns.testing.netns import NetNs\nimport socket\n"),
+        ("tests.aaa.test_dae", "from lns.testing.dynauth import SECRET\nimport pytest\n"),
+        ("benchmarks.memory", "from lns.testing.servers import Harness\n"),
     ],
 )
 def test_imports_the_right_way_pass(module: str, source: str) -> None:
