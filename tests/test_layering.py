@@ -12,6 +12,7 @@ would show.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,14 +112,33 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(source: str, path: str, module: str, is_package: bool) -> Iterator[Import]:
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """A file of the repository as a syntax tree (each file parsed once per run)."""
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def statements(tree: ast.AST) -> Iterator[ast.stmt]:
+    """Every statement, at any depth (function bodies, branches, handlers), without
+    walking into expressions: an import is always a statement."""
+    for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+        for child in getattr(tree, field, ()):
+            if isinstance(child, ast.stmt):
+                yield child
+            yield from statements(child)
+
+
+def imports_of(
+    source: str | ast.Module, path: str, module: str, is_package: bool
+) -> Iterator[Import]:
     """Every module an import statement in ``source`` names, resolved to an absolute name.
 
     ``from X import Y`` yields X and X.Y (Y may be a submodule: ``from lns import
     adapters`` imports lns.adapters); a relative import is resolved against ``module``.
     """
     package = module if is_package else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source, path)):
+    tree = ast.parse(source, path) if isinstance(source, str) else source
+    for node in statements(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield Import(path, node.lineno, module, alias.name)
@@ -149,7 +169,7 @@ def all_imports(root: Path = ROOT) -> list[Import]:
     for top in (*PACKAGES, *SUPPORT):
         for path in sorted((root / top).rglob("*.py")):
             found += imports_of(
-                path.read_text(encoding="utf-8"),
+                parsed(path),
                 str(path.relative_to(root)),
                 module_name(path, root),
                 path.name == "__init__.py",
@@ -201,10 +221,11 @@ def _is_sys_path(node: ast.expr) -> bool:
     )
 
 
-def sys_path_edits(source: str, path: str) -> list[str]:
+def sys_path_edits(source: str | ast.Module, path: str) -> list[str]:
     """``file:line`` of each statement that changes ``sys.path`` (or adds a site dir)."""
     found = []
-    for node in ast.walk(ast.parse(source, path)):
+    tree = ast.parse(source, path) if isinstance(source, str) else source
+    for node in ast.walk(tree):
         edit = False
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             method = node.func
@@ -225,9 +246,7 @@ def test_no_file_edits_sys_path() -> None:
     files = python_files()
     assert len(files) > 100
     found = [
-        edit
-        for path in files
-        for edit in sys_path_edits(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+        edit for path in files for edit in sys_path_edits(parsed(path), str(path.relative_to(ROOT)))
     ]
     assert found == [], "sys.path edited at:\n" + "\n".join(found)
 
