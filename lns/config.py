@@ -221,9 +221,12 @@ class DataplaneSection:
 
 @dataclass(frozen=True, slots=True)
 class ManagementSection:
+    """``[management]``: the HTTP management API and /metrics run when the section is given."""
+
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
-    token: Secret | None = None
+    token: Secret | None = None  # None: loopback only, no authentication
+    metrics_public: bool = False  # /metrics without the token
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +237,7 @@ class Config:
     aaa: AaaSection = field(default_factory=AaaSection)
     database: DatabaseSection = field(default_factory=DatabaseSection)
     dataplane: DataplaneSection = field(default_factory=DataplaneSection)
-    management: ManagementSection = field(default_factory=ManagementSection)
+    management: ManagementSection | None = None  # no API without a [management] section
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -686,6 +689,17 @@ def _finish_radius(server: RadiusServer, here: _Here) -> RadiusServer:
     return server
 
 
+def _finish_management(section: ManagementSection, here: _Here) -> ManagementSection:
+    # Without a token anyone who reaches the port could list and kill sessions: only
+    # this host may reach it then.
+    if section.token is None and not ipaddress.ip_address(section.listen_host).is_loopback:
+        raise here.error(
+            "token",
+            f"required when listen is not a loopback address ({section.listen_host})",
+        )
+    return section
+
+
 def _key_matches_certificate(cert_path: str, key_path: str) -> bool:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
@@ -853,7 +867,9 @@ _CONFIG = _Spec(
                 {
                     "listen": _Key(_listen, attr=("listen_host", "listen_port")),
                     "token": _Key(_secret),
+                    "metrics_public": _Key(_boolean),
                 },
+                finish=_finish_management,
             )
         ),
     },

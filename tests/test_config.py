@@ -118,12 +118,13 @@ def test_empty_document_gives_the_defaults():
     assert config.aaa.dynauth is None
     assert config.database.url == "sqlite:///lns.db"
     assert config.dataplane == DataplaneSection(mode="tun", tun_name="lns0", mss_clamp=True)
-    assert config.management == ManagementSection()
+    assert config.management is None  # no management API unless the section is given
 
 
 def test_empty_sections_give_the_defaults():
     data = {name: {} for name in ("lns", "l2tp", "ppp", "aaa", "database", "dataplane")}
-    assert parse_config({**data, "management": {}}) == Config()
+    assert parse_config(data) == Config()
+    assert parse_config({"management": {}}).management == ManagementSection()
 
 
 def test_empty_dynauth_table_gives_dynauth_defaults():
@@ -166,7 +167,7 @@ def test_ipv6_listen_and_peer():
     config = parse_config(
         {
             "l2tp": {"listen": "[::1]:1701", "lac": [lac(peer="2001:db8::/32")]},
-            "management": {"listen": "[::]:8081"},
+            "management": {"listen": "[::]:8081", "token": SECRET},
             "aaa": {"radius": [{"address": "2001:db8::53", "secret": SECRET}]},
         }
     )
@@ -311,7 +312,20 @@ ERRORS = [
     ({"dataplane": {"mss_clamp": 0}}, "[dataplane] mss_clamp: expected true or false"),
     ({"management": {"token": ""}}, "[management] token: must not be empty"),
     ({"management": {"port": 8080}}, "[management] port: unknown key"),
+    (
+        {"management": {"listen": "0.0.0.0:8080"}},
+        "[management] token: required when listen is not a loopback address (0.0.0.0)",
+    ),
+    ({"management": {"metrics_public": "yes"}}, "[management] metrics_public: expected true"),
 ]
+
+
+def test_management_without_a_token_on_loopback():
+    for listen in ("127.0.0.1:8080", "127.0.0.2:9000", "[::1]:8080"):
+        section = parse_config({"management": {"listen": listen}}).management
+        assert section is not None
+        assert section.token is None
+        assert section.metrics_public is False
 
 
 @pytest.mark.parametrize(("data", "expected"), ERRORS, ids=[expected for _, expected in ERRORS])

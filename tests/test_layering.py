@@ -32,6 +32,7 @@ CORES = (
     "lns.sessions",
     "lns.deadlines",
     "lns.iccid",
+    "lns.histogram",
 )
 
 

@@ -15,7 +15,7 @@ whichever transport brought it.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from twisted.internet import defer
@@ -33,14 +33,26 @@ from aaa.radius.packet import (
     decode_reply,
 )
 from lns.config import RadiusServer
+from lns.histogram import Histogram
 from lns.runtime import RateLimit
 
-__all__ = ["Attempt", "ClientSettings", "Exchange", "ServerPort", "ServerStats"]
+__all__ = ["Attempt", "ClientSettings", "Exchange", "RequestStats", "ServerPort", "ServerStats"]
 
 # Requests whose replies must be signed when `require_message_authenticator` is on.
 SIGNED_REPLIES = frozenset({Code.ACCESS_REQUEST, Code.STATUS_SERVER})
 
 log = Logger()
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """One kind of request (Access-Request, Accounting-Request, Status-Server) at one server."""
+
+    requests: int = 0  # attempts there (a failover to the next server is another)
+    timeouts: int = 0  # attempts that got no reply there in time
+    # Seconds from the first transmission there to the accepted reply, retransmissions
+    # included: what the node waited.
+    latency: Histogram = field(default_factory=Histogram)
 
 
 @dataclass(slots=True)
@@ -60,6 +72,17 @@ class ServerStats:
     connections: int = 0  # TLS: connections opened (handshake and certificate check passed)
     connection_failures: int = 0  # TLS: refused, unreachable, or closed before it opened
     status_probes: int = 0  # TLS: Status-Server keepalives sent (RFC 5997)
+    by_type: dict[Code, RequestStats] = field(default_factory=dict)
+
+    def of_type(self, code: Code) -> RequestStats:
+        found = self.by_type.get(code)
+        if found is None:
+            found = self.by_type[code] = RequestStats()
+        return found
+
+    def timed_out(self, attempt: Attempt) -> None:
+        self.timeouts += 1
+        self.of_type(attempt.exchange.request.code).timeouts += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +121,7 @@ class Attempt:
         "encoded",
         "exchange",
         "port",
+        "started_at",
         "timer",
         "transmissions",
         "transmissions_allowed",
@@ -108,6 +132,8 @@ class Attempt:
         self.port = port
         self.transmissions_allowed = transmissions_allowed
         self.transmissions = 0
+        self.started_at = port.settings.clock.seconds()
+        port.stats.of_type(exchange.request.code).requests += 1
         self.encoded: EncodedRequest | None = None
         self.timer: IDelayedCall | None = None
         # The UDP socket or the TLS connection that holds `encoded.identifier`.
@@ -221,6 +247,8 @@ class ServerPort(abc.ABC):
             )
             return None
         self.stats.replies += 1
+        kind = self.stats.of_type(attempt.exchange.request.code)
+        kind.latency.observe(now - attempt.started_at)
         self.revive()
         return reply
 

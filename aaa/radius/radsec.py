@@ -268,7 +268,7 @@ class RadsecServerPort(ServerPort):
 
     def _timed_out(self, attempt: Attempt) -> None:
         attempt.timer = None
-        self.stats.timeouts += 1
+        self.stats.timed_out(attempt)
         on_the_wire = attempt.carrier is not None
         self.cancel(attempt)
         if attempt.exchange is self._watchdog:

@@ -37,6 +37,7 @@ __all__ = [
     "enqueue",
     "pending",
     "postpone",
+    "summary",
 ]
 
 _TABLE = cast(Table, AccountingSpool.__table__)
@@ -223,3 +224,11 @@ def pending(conn: Connection, node: str) -> int:
         conn.execute(select(func.count()).select_from(_TABLE).where(_TABLE.c.node == node)).scalar()
         or 0
     )
+
+
+def summary(conn: Connection, node: str) -> tuple[int, datetime | None]:
+    """How many records of this node wait in the spool, and when the oldest was made."""
+    count, oldest = conn.execute(
+        select(func.count(), func.min(_TABLE.c.created_at)).where(_TABLE.c.node == node)
+    ).one()
+    return int(count or 0), oldest

@@ -126,7 +126,7 @@ class UdpServerPort(ServerPort):
             self.stats.retransmissions += 1
             self._transmit(attempt)
             return
-        self.stats.timeouts += 1
+        self.stats.timed_out(attempt)
         self.cancel(attempt)
         self.mark_dead(self.settings.clock.seconds())
         plural = "s" if attempt.transmissions > 1 else ""

@@ -165,6 +165,15 @@ class L2tpService(service.Service):
         self._handle(self.endpoint.disconnect_call(tunnel_id, session_id, result, reason, now))
         self._flush()
 
+    def close_tunnel(self, tunnel_id: int, result: ResultCode, reason: str) -> bool:
+        """Clear a tunnel with a StopCCN (an operator's request); False when there is none."""
+        if tunnel_id not in self.endpoint.tunnels:
+            return False
+        now = self.reactor.seconds()
+        self._handle(self.endpoint.close_tunnel(tunnel_id, result, reason, now))
+        self._flush()
+        return True
+
     # --- output ------------------------------------------------------------------
 
     def _flush(self) -> None:

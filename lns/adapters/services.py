@@ -6,7 +6,12 @@ import random
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime, IReactorUDP
+from twisted.internet.interfaces import (
+    IReactorFromThreads,
+    IReactorTCP,
+    IReactorTime,
+    IReactorUDP,
+)
 
 from aaa.radius.accounting import RadiusAccounting, RadiusAccountingService
 from aaa.radius.attributes import NasIdentity
@@ -15,6 +20,8 @@ from aaa.radius.client import RadiusClientService
 from aaa.radius.dae import DynamicAuthorizationService
 from lns.adapters.dataplane import DataPlaneService, make_dataplane
 from lns.adapters.l2tp import L2tpService
+from lns.adapters.management import ManagementService, make_management
+from lns.adapters.node_state import NodeState
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
 from lns.adapters.sessions import AddressAllocator, Authenticator, SessionRunner
 from lns.config import Config
@@ -118,6 +125,7 @@ class NodeService(service.MultiService):
         dataplane: DataPlaneService | None = None,
         database: service.Service | None = None,
         sessions: SessionRunner | None = None,
+        management: ManagementService | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.l2tp = l2tp
@@ -128,7 +136,8 @@ class NodeService(service.MultiService):
         self.dataplane = dataplane
         self.database = database
         self.sessions = sessions
-        order = (database, pool, radius, accounting, dynauth, dataplane, l2tp)
+        self.management = management
+        order = (database, pool, radius, accounting, dynauth, dataplane, l2tp, management)
         self._order = [c for c in order if c is not None]
         for child in self._order:
             child.setServiceParent(self)
@@ -222,6 +231,24 @@ def make_service(
         else None
     )
     dataplane_service = DataPlaneService(dataplane, config.ppp.local_address, config.ppp.mru)
+    management = (
+        make_management(
+            config.management,
+            NodeState(
+                config.lns.node_name,
+                reactor,
+                sessions,
+                l2tp,
+                dataplane,
+                radius_service,
+                executor,
+                accounting=accounting is not None,
+            ),
+            IReactorTCP(reactor),
+        )
+        if config.management is not None
+        else None
+    )
     return NodeService(
         l2tp,
         pool_service,
@@ -231,4 +258,5 @@ def make_service(
         dataplane_service,
         SqlExecutorService(executor) if executor is not None else None,
         sessions,
+        management,
     )

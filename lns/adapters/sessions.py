@@ -95,7 +95,11 @@ class SessionRunner:
             rx_connect_speed=call.rx_connect_speed,
         )
         now = self.clock.seconds()
-        self._run(self.supervisor.call_established(context, call.proxy_lcp, call.proxy_auth, now))
+        self._run(
+            self.supervisor.call_established(
+                context, call.proxy_lcp, call.proxy_auth, now, call.requested_at
+            )
+        )
 
     def ppp_frame_received(self, tunnel_id: int, session_id: int, frame: bytes) -> None:
         key = (tunnel_id, session_id)
@@ -134,6 +138,11 @@ class SessionRunner:
         if isinstance(handle, SessionRecord):
             now = self.clock.seconds()
             self._run(self.supervisor.disconnect(handle, cause, message, now))
+
+    def close_tunnel(self, tunnel_id: int, cause: TerminateCause, message: str) -> None:
+        """End every session of a tunnel that is about to get a StopCCN (no CDN each)."""
+        now = self.clock.seconds()
+        self._run(self.supervisor.close_tunnel(tunnel_id, cause, message, now))
 
     # --- effects ------------------------------------------------------------------------
 

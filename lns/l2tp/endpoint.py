@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lns.deadlines import Deadlines
+from lns.histogram import Histogram
 from lns.l2tp import ids
 from lns.l2tp.admission import PerSecond
 from lns.l2tp.avp import AttributeType, MessageType, ResultCode, make
@@ -96,6 +97,7 @@ class LnsEndpoint:
         self.lacs = tuple(lacs)
         self.tunnels: dict[int, ControlConnection] = {}
         self.counters: Counter[str] = Counter()
+        self.hello_rtts = Histogram()  # every tunnel's HELLO round trips (section 6.5)
         self._rng = rng if rng is not None else random.SystemRandom()
         self._by_setup: dict[tuple[str, int, int], int] = {}
         self._dirty: set[int] = set()
@@ -231,7 +233,14 @@ class LnsEndpoint:
                 sccrq.assigned_tunnel_id, sccrq.host_name, over, packet, peer, now, local
             )
         conn = ControlConnection(
-            tunnel_id, peer, chosen.lac, self.settings, self._rng, now, local=local
+            tunnel_id,
+            peer,
+            chosen.lac,
+            self.settings,
+            self._rng,
+            now,
+            local=local,
+            hello_rtts=self.hello_rtts,
         )
         self.tunnels[tunnel_id] = conn
         self._by_setup[(peer[0], peer[1], sccrq.assigned_tunnel_id)] = tunnel_id
@@ -502,7 +511,9 @@ class LnsEndpoint:
         effects: list[Effect] = []
         for tunnel_id in self._deadlines.pop_due(now):
             conn = self.tunnels[tunnel_id]
+            retransmissions = conn.channel.retransmissions
             effects += self._run(conn, conn.handle_timer(now))
+            self.counters["retransmissions"] += conn.channel.retransmissions - retransmissions
             if conn.finished(now):
                 self._forget(conn)
         return effects

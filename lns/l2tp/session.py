@@ -45,6 +45,7 @@ class IncomingCall:
     rx_connect_speed: int | None = None
     accm: Accm | None = None
     call_errors: CallErrors | None = None
+    requested_at: float | None = None  # when its ICRQ arrived (set-up latency counts from it)
     _data_ns: int = 0
 
     def connect(self, iccn: Iccn) -> None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lns.deadlines import Deadlines
+from lns.histogram import Histogram
 from lns.iccid import InvalidIccid, parse_iccid
 from lns.l2tp import ids
 from lns.l2tp.avp import AttributeType, MessageType, ResultCode
@@ -173,6 +174,7 @@ class ControlConnection:
         rng: random.Random,
         now: float,
         local: str | None = None,
+        hello_rtts: Histogram | None = None,
     ) -> None:
         self.tunnel_id = tunnel_id
         self.peer = peer
@@ -199,6 +201,13 @@ class ControlConnection:
         self._rng = rng
         self._our_challenge: bytes | None = None
         self._last_heard = now
+        self.created_at = now
+        self.established_at: float | None = None
+        # Section 6.5: the round trip of our last HELLO (sent, then acknowledged);
+        # each one is also observed into `hello_rtts`, the node's histogram.
+        self.hello_rtt: float | None = None
+        self._hello_rtts = hello_rtts
+        self._hello_sent: tuple[float, int] | None = None  # (when, acknowledged count then)
         self._linger_until: float | None = None
         self._connecting: Deadlines[int] = Deadlines()  # calls waiting for their ICCN
 
@@ -245,6 +254,8 @@ class ControlConnection:
             effects += self._dispatch(session_id, delivered, now)
         if not self.reachable and self.channel.acknowledged:
             self._reached()
+        if self._hello_sent is not None and self.channel.acknowledged > self._hello_sent[1]:
+            self._hello_answered(now)
         if self.state is TunnelState.CLOSING and self.channel.idle:
             self.state = TunnelState.CLOSED  # our StopCCN was acknowledged
             self._linger_until = now
@@ -340,6 +351,7 @@ class ControlConnection:
                 return self.close(ResultCode(StopCcnResult.NOT_AUTHORIZED, 0, text), now, text)
         self.state = TunnelState.ESTABLISHED
         self.was_established = True
+        self.established_at = now
         self._setup_deadline = None
         self._reached()
         return [
@@ -351,6 +363,14 @@ class ControlConnection:
     def _reached(self) -> None:
         self.reachable = True
         self.channel.passive = False
+
+    def _hello_answered(self, now: float) -> None:
+        # Our HELLO went out on an idle channel, so the next acknowledgement is its own.
+        assert self._hello_sent is not None
+        self.hello_rtt = now - self._hello_sent[0]
+        self._hello_sent = None
+        if self._hello_rtts is not None:
+            self._hello_rtts.observe(self.hello_rtt)
 
     def _on_hello(self, session_id: int, message: Hello, now: float) -> list[Effect]:
         self.channel.ack_now(now)  # a HELLO is answered at once, never held back
@@ -408,6 +428,7 @@ class ControlConnection:
             call_serial=message.call_serial_number,
             iccid=iccid,
             called_number=message.called_number or "",
+            requested_at=now,
         )
         self.calls[call.session_id] = call
         self._connecting.set(call.session_id, now + self.settings.connect_timeout)
@@ -581,6 +602,7 @@ class ControlConnection:
         hello_at = self._hello_deadline()
         if hello_at is not None and now >= hello_at:
             self._send(Hello())
+            self._hello_sent = (now, self.channel.acknowledged)
         return effects
 
     def _setup_expired(self, now: float) -> list[Effect]:

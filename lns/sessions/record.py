@@ -55,7 +55,9 @@ class SessionRecord:
         "lease_moved",
         "opened_at",
         "path",
+        "phase",
         "ppp",
+        "requested_at",
         "serial",
         "session_timeout",
         "state",
@@ -70,6 +72,7 @@ class SessionRecord:
         ppp: PppSession[Lease],
         user_name: str,
         now: float,
+        requested_at: float | None = None,
     ) -> None:
         self.serial = serial  # unique for the node's lifetime, unlike the L2TP IDs
         self.context = context
@@ -77,7 +80,12 @@ class SessionRecord:
         self.user_name = user_name
         self.state = SessionState.SETTING_UP
         self.created_at = now
+        # When the LAC asked for the call (ICRQ): set-up latency counts from here.
+        self.requested_at = now if requested_at is None else requested_at
         self.opened_at: float | None = None
+        # The PPP phase the session had reached when it last ran (kept once PPP has
+        # closed: how far a failed set-up got).
+        self.phase = ppp.phase
         self.decision: Decision | None = None
         # The address the session was given: a pool lease's, or one RADIUS named
         # outside every pool (no lease then).

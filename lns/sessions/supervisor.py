@@ -65,6 +65,7 @@ from lns.sessions.effects import (
     SessionUp,
 )
 from lns.sessions.record import SessionRecord, SessionState, format_user_name
+from lns.sessions.stats import SessionStats, setup_failure
 
 __all__ = ["CDN_RESULT", "SessionQuery", "SessionSupervisor", "SupervisorSettings"]
 
@@ -132,6 +133,7 @@ class SessionSupervisor:
         self._by_iccid: dict[str, list[SessionRecord]] = {}
         self._by_address: dict[IPv4, SessionRecord] = {}
         self._deadlines: Deadlines[int] = Deadlines()
+        self.stats = SessionStats()
 
     # --- queries ----------------------------------------------------------------------
 
@@ -179,8 +181,12 @@ class SessionSupervisor:
         proxy_lcp: ProxyLcp | None,
         proxy_auth: ProxyAuth | None,
         now: float,
+        requested_at: float | None = None,
     ) -> list[Effect]:
-        """An ICCN arrived: a new session, PPP started (proxy LCP adopted or renegotiated)."""
+        """An ICCN arrived: a new session, PPP started (proxy LCP adopted or renegotiated).
+
+        ``requested_at``: when the call's ICRQ arrived, if known (set-up latency).
+        """
         effects: list[Effect] = []
         key = (context.tunnel_id, context.session_id)
         stale = self._by_key.get(key)
@@ -194,7 +200,8 @@ class SessionSupervisor:
         )
         name = proxy_auth.name if proxy_auth is not None else b""
         user_name = format_user_name(self.settings.username_template, context.iccid, name)
-        record = SessionRecord(self._serial, context, session, user_name, now)
+        record = SessionRecord(self._serial, context, session, user_name, now, requested_at)
+        self.stats.begun()
         self._by_key[key] = record
         self._by_serial[record.serial] = record
         self._by_acct[record.acct_session_id] = record
@@ -293,6 +300,18 @@ class SessionSupervisor:
             record.idle_timeout = idle_timeout or None
         self._schedule(record)
 
+    def close_tunnel(
+        self, tunnel_id: int, cause: TerminateCause, message: str, now: float
+    ) -> list[Effect]:
+        """End every session of a tunnel about to be closed with a StopCCN (which clears
+        its calls: no CDN each), their Stops saying ``cause``."""
+        effects: list[Effect] = []
+        for record in list(self._by_key.values()):
+            if record.context.tunnel_id == tunnel_id:
+                record.call_gone = True
+                effects += self.disconnect(record, cause, message, now)
+        return effects
+
     def shutdown(self, cause: TerminateCause, message: str, now: float) -> list[Effect]:
         """End every session (the node stops): CDNs, Stops and releases, in one go."""
         effects: list[Effect] = []
@@ -359,6 +378,8 @@ class SessionSupervisor:
                 out += self._opened(record, effect, now)
             elif isinstance(effect, ppp.SessionClosed):
                 out += self._ended(record, effect.cause, effect.message, now)
+        if record.ppp.phase is not ppp.Phase.CLOSED:
+            record.phase = record.ppp.phase
         self._schedule(record)
         return out
 
@@ -366,6 +387,7 @@ class SessionSupervisor:
         decision = effect.decision
         record.state = SessionState.UP
         record.opened_at = now
+        self.stats.opened(now - record.requested_at)
         record.decision = decision
         record.address = effect.address
         self._by_address[effect.address] = record
@@ -399,6 +421,9 @@ class SessionSupervisor:
         was_up = record.state is SessionState.UP
         record.state = SessionState.CLOSED
         self._forget(record)
+        if not was_up:
+            self.stats.failed(setup_failure(record.phase, cause))
+        self.stats.ended(record.traffic)
         out: list[Effect] = []
         if record.path is not None:
             out.append(ClosePath(record.path))  # routes gone before the Stop is counted
