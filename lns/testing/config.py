@@ -116,7 +116,7 @@ class ConfigBuilder:
         return self
 
     def management(self, **keys: Any) -> Self:
-        """``[management]``: listen, token."""
+        """``[management]``: listen, token, metrics_public."""
         self._table("management").update(keys)
         return self
 
