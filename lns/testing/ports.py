@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 
 
-def free_udp_port() -> int:
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port free on ``host`` (a loopback address: 127.0.0.2 serves as well)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def free_tcp_port() -> int:
+def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])

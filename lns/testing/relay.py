@@ -1,4 +1,7 @@
-"""A UDP relay on loopback that drops packets on purpose, for integration tests.
+"""UDP relays on loopback that drop packets on purpose, for integration tests.
+
+`LossyRelay` (on the reactor) loses a fraction of the datagrams; `LinkRelay` (on a
+thread of its own) passes everything until a test cuts the link, then nothing.
 
 Why this exists: the L2TP control channel (RFC 2661 section 5.8) promises reliable,
 in-order delivery over UDP through sequence numbers, retransmission and acknowledgements.
@@ -24,6 +27,9 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import select
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, cast
@@ -33,7 +39,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IAddress, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 
-__all__ = ["Direction", "LossyRelay", "RelayEvent"]
+__all__ = ["Direction", "LinkRelay", "LossyRelay", "RelayEvent"]
 
 Direction = Literal["to_server", "to_client"]
 Address = tuple[str, int]
@@ -231,3 +237,129 @@ def _port_of(port: _ListeningPort | None) -> int:
     assert isinstance(host, IPv4Address)
     number: int = host.port
     return number
+
+
+class LinkRelay:
+    """The UDP path between a LAC and one node, on loopback, that a test can cut.
+
+    Why this exists: a node that is alive but that the LAC can no longer reach (a
+    broken link, a firewall) must look, to the LAC, exactly like a dead node, while
+    the node itself keeps running (DESIGN.md section 9, issue 13). The LAC is given
+    the relay's address instead of the node's; :meth:`cut` then silently drops every
+    datagram both ways until :meth:`mend`.
+
+    Unlike :class:`LossyRelay` it needs no reactor: it forwards on a thread of its own,
+    so a test that drives processes (twistd, lns-loadgen) from plain code can use it.
+    Datagrams from the client go to ``upstream`` from one socket (the node sees that
+    address as the LAC's); whatever the node sends back goes to the last client
+    address seen.
+    """
+
+    BUFFER = 4 * 1024 * 1024  # bytes per socket: a setup storm's bursts pass
+
+    def __init__(self, upstream: Address, listen: str = _LOOPBACK_HOST) -> None:
+        for host in (upstream[0], listen):
+            if not ipaddress.ip_address(host).is_loopback:
+                raise ValueError(f"{host!r} is not a loopback address")
+        self.upstream = upstream
+        self.forwarded_to_server = 0
+        self.forwarded_to_client = 0
+        self.dropped = 0
+        self._cut = False
+        self._client: Address | None = None
+        self._client_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._server_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for sock, host in ((self._client_side, listen), (self._server_side, _LOOPBACK_HOST)):
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, self.BUFFER)
+            sock.bind((host, 0))
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> Address:
+        """Where the LAC sends to, instead of the node."""
+        host, port = self._client_side.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def lac_address(self) -> Address:
+        """The address the node sees the LAC's datagrams come from."""
+        host, port = self._server_side.getsockname()[:2]
+        return str(host), int(port)
+
+    def start(self) -> Address:
+        """Starts forwarding; returns :attr:`address`."""
+        if self._thread is not None:
+            raise RuntimeError("LinkRelay already started")
+        self._running = True
+        self._thread = threading.Thread(target=self._forward, name="link-relay", daemon=True)
+        self._thread.start()
+        return self.address
+
+    def cut(self) -> None:
+        """From now on every datagram, either way, is dropped without a word."""
+        self._cut = True
+
+    def mend(self) -> None:
+        self._cut = False
+
+    @property
+    def is_cut(self) -> bool:
+        return self._cut
+
+    def stop(self) -> None:
+        self._running = False
+        self._wake_write.send(b"x")
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        for sock in (self._client_side, self._server_side, self._wake_read, self._wake_write):
+            sock.close()
+
+    def __enter__(self) -> LinkRelay:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _forward(self) -> None:
+        sockets = [self._client_side, self._server_side, self._wake_read]
+        while self._running:
+            readable, _, _ = select.select(sockets, [], [])
+            for sock in readable:
+                if sock is self._wake_read:
+                    continue
+                try:
+                    data, source = sock.recvfrom(65535)
+                except OSError:
+                    continue
+                if sock is self._client_side:
+                    self._client = (str(source[0]), int(source[1]))
+                    target: Address | None = self.upstream
+                    out = self._server_side
+                else:
+                    target, out = self._client, self._client_side
+                if target is None:
+                    continue
+                if self._cut:
+                    self.dropped += 1
+                    continue
+                try:
+                    out.sendto(data, target)
+                except OSError:
+                    continue  # a full buffer: the protocol's retransmission recovers
+                if sock is self._client_side:
+                    self.forwarded_to_server += 1
+                else:
+                    self.forwarded_to_client += 1
+
+    def __repr__(self) -> str:
+        state = "cut" if self._cut else "open"
+        return (
+            f"<LinkRelay {self.address} -> {self.upstream} {state} "
+            f"to_server={self.forwarded_to_server} to_client={self.forwarded_to_client} "
+            f"dropped={self.dropped}>"
+        )

@@ -472,23 +472,28 @@ def start_server(
 
 
 class Loadgen:
-    """lns-loadgen inside a namespace; its progress lines read on a thread."""
+    """lns-loadgen inside a namespace (or, ``namespace`` None, in ours); its progress
+    lines read on a thread."""
 
-    def __init__(self, namespace: NetNs, directory: Path, arguments: Sequence[str]) -> None:
+    def __init__(self, namespace: NetNs | None, directory: Path, arguments: Sequence[str]) -> None:
         self.json_path = directory / f"loadgen-{uuid.uuid4().hex[:8]}.json"
         self.lines: list[str] = []
         self.phase = "start"
         self._changed = threading.Condition()
         self.command = [sys.executable, "-m", "lns.loadgen", *arguments, "--json", ""]
         self.command[-1] = str(self.json_path)
-        self.process = namespace.popen(
-            *self.command,
-            cwd=SOURCE_ROOT,
-            env=working_tree_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        options: dict[str, Any] = {
+            "cwd": SOURCE_ROOT,
+            "env": working_tree_env(),
+            "stdin": subprocess.DEVNULL,
+            "stdout": subprocess.DEVNULL,
+            "stderr": subprocess.PIPE,
+            "text": True,
+        }
+        if namespace is None:
+            self.process: subprocess.Popen[str] = subprocess.Popen(self.command, **options)
+        else:
+            self.process = namespace.popen(*self.command, **options)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -515,8 +520,22 @@ class Loadgen:
                 self._changed.wait(left)
             return self.phase
 
+    def wait_line(self, text: str, timeout: float) -> str:
+        """The first progress line (or note) holding ``text``, waited for."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = next((line for line in self.lines if text in line), None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if self.phase == "exited" or left <= 0:
+                    raise BenchError(f"loadgen wrote no {text!r} within {timeout} s: {self.tail()}")
+                self._changed.wait(left)
+
     def tail(self, lines: int = 5) -> str:
-        return "\n".join(self.lines[-lines:])
+        with self._changed:
+            return "\n".join(self.lines[-lines:])
 
     def wait(self, timeout: float) -> dict[str, Any]:
         try:
