@@ -265,6 +265,7 @@ class LinkRelay:
         self.forwarded_to_server = 0
         self.forwarded_to_client = 0
         self.dropped = 0
+        self.send_errors = 0
         self._cut = False
         self._client: Address | None = None
         self._client_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -347,14 +348,15 @@ class LinkRelay:
                 if self._cut:
                     self.dropped += 1
                     continue
-                try:
-                    out.sendto(data, target)
-                except OSError:
-                    continue  # a full buffer: the protocol's retransmission recovers
+                # Counted before it leaves, so a reader that has it sees the count.
                 if sock is self._client_side:
                     self.forwarded_to_server += 1
                 else:
                     self.forwarded_to_client += 1
+                try:
+                    out.sendto(data, target)
+                except OSError:
+                    self.send_errors += 1  # a full buffer: the protocol's retransmission recovers
 
     def __repr__(self) -> str:
         state = "cut" if self._cut else "open"
