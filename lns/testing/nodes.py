@@ -12,7 +12,8 @@ A `Deployment` is what an operator runs for redundancy, on loopback:
 * what a test needs to watch them: the live leases in the database (`leases`), a
   `LeaseWatch` that polls them on a thread and records any moment an address or an
   ICCID is held twice, FreeRADIUS's detail records per Acct-Session-Id
-  (`accounting`), each node's log and the sessions it says are up (`Node.sessions`);
+  (`accounting`), each node's log and the sessions it says are up (`Node.sessions`),
+  its management API (`Node.api`, `Node.api_sessions`);
 * what a test does to them: `Node.kill` (SIGKILL), `Node.stop` (SIGTERM),
   `Node.restart`, and `relay` (a `LinkRelay` in front of a node, whose `cut` makes
   a live node unreachable for the LAC);
@@ -26,9 +27,13 @@ Everything it starts is stopped, and the database dropped, by `Deployment.close`
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +57,7 @@ from lns.testing.servers import Loadgen, children, cpu_seconds
 __all__ = [
     "L2TP_SECRET",
     "POOL",
+    "ApiError",
     "Deployment",
     "LeaseWatch",
     "LiveLease",
@@ -224,6 +230,15 @@ _SESSION_DOWN = re.compile(
 )
 
 
+class ApiError(RuntimeError):
+    """The management API answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
 @dataclass(frozen=True)
 class NodeSession:
     """A session a node's log says it brought up."""
@@ -244,6 +259,7 @@ class Node:
     port: int  # its L2TP port on host
     config: Path
     directory: Path
+    management: tuple[str, int]  # its management API (loopback: no token)
     earlier_logs: list[str] = field(default_factory=list)  # of runs before this one
     twistd: Twistd | None = None
 
@@ -327,6 +343,34 @@ class Node:
         """The Acct-Session-Id of every session any run of this node brought up."""
         return [s.acct_session_id for s in self.sessions_started() if s.acct_session_id]
 
+    def api(self, path: str, method: str = "GET", timeout: float = 10.0) -> Any:
+        """The node's management API (``/api/v1/`` + ``path``): its JSON answer, or
+        `ApiError` with the status and the answer's error."""
+        url = "http://{}:{}/api/v1/{}".format(*self.management, path.lstrip("/"))
+        request = urllib.request.Request(url, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            try:
+                message = json.loads(body).get("error", "")
+            except (ValueError, AttributeError):
+                message = body.decode("utf-8", "replace")
+            raise ApiError(exc.code, message) from None
+
+    def api_sessions(self, **filters: str) -> list[dict[str, Any]]:
+        """Every session the node's management API lists (all pages)."""
+        sessions: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            query = {**filters, "limit": "1000", **({"after": after} if after else {})}
+            page = self.api("sessions?" + urllib.parse.urlencode(query))
+            sessions += page["sessions"]
+            after = page["next"]
+            if after is None:
+                return sessions
+
 
 def _session_up(line: str) -> NodeSession | None:
     found = _SESSION_UP.search(line)
@@ -385,7 +429,14 @@ class Deployment:
         host = f"127.0.0.{index + 2}"
         directory = self.directory / name
         directory.mkdir(parents=True, exist_ok=True)
-        node = Node(name, host, free_udp_port(host), directory / "lns.toml", directory)
+        node = Node(
+            name,
+            host,
+            free_udp_port(host),
+            directory / "lns.toml",
+            directory,
+            (host, free_tcp_port(host)),
+        )
         builder = (
             ConfigBuilder()
             .lns(node_name=name)
@@ -396,7 +447,7 @@ class Deployment:
             .radius_server(self.radius, timeout=2.0, retries=2)
             .database(url=self.url, migrate_on_start=False)
             .dataplane(mode="none")
-            .management(listen=f"{host}:{free_tcp_port(host)}")
+            .management(listen="{}:{}".format(*node.management))
         )
         if configure is not None:
             configure(builder, node)

@@ -58,6 +58,8 @@ def test_loadgen_fails_over_from_a_killed_node_and_every_sim_comes_back(
     after = deployment.leases_by_iccid()
     assert set(after) == set(before)
     assert {lease.node for lease in after.values()} == {"node-B"}
+    listed = b.api_sessions()  # what its management API says
+    assert {s["iccid"] for s in listed} == set(before)
 
     summary = loadgen.wait(60)
     assert summary["ok"], summary
