@@ -105,6 +105,10 @@ class Secret:
 @dataclass(frozen=True, slots=True)
 class LnsSection:
     node_name: str = "lns-1"
+    # Several nodes on one database (DESIGN.md section 9): how often this node says it
+    # is alive, and how long a node may be silent before the others adopt it.
+    heartbeat_interval: float = 5.0
+    dead_after: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,6 +644,16 @@ def _mask_url_password(url: str) -> str:
 # --- Rules that span keys ---
 
 
+def _finish_lns(section: LnsSection, here: _Here) -> LnsSection:
+    if section.dead_after < 3 * section.heartbeat_interval:
+        raise here.error(
+            "dead_after",
+            f"must be at least three heartbeat intervals "
+            f"({3 * section.heartbeat_interval:g} s), got {section.dead_after:g}",
+        )
+    return section
+
+
 def _finish_l2tp(section: L2tpSection, here: _Here) -> L2tpSection:
     if section.retransmit_cap < section.retransmit_initial:
         raise here.error(
@@ -834,7 +848,18 @@ _CONFIG = _Spec(
     Config,
     "",
     {
-        "lns": _Sub(_Spec(LnsSection, "[lns]", {"node_name": _Key(_string)})),
+        "lns": _Sub(
+            _Spec(
+                LnsSection,
+                "[lns]",
+                {
+                    "node_name": _Key(_string),
+                    "heartbeat_interval": _Key(_POSITIVE),
+                    "dead_after": _Key(_POSITIVE),
+                },
+                finish=_finish_lns,
+            )
+        ),
         "l2tp": _Sub(_L2TP),
         "ppp": _Sub(_PPP),
         "aaa": _Sub(_AAA),

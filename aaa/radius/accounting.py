@@ -156,7 +156,7 @@ class RadiusAccounting:
         self._sending: set[defer.Deferred[Reply]] = set()
         # Records waiting for the spool's next transaction, with the Deferred each
         # caller holds; `_spooling` while a transaction runs (group commit).
-        self._to_spool: list[tuple[str, int, list[tuple[str, Any]], datetime]] = []
+        self._to_spool: list[spool.SessionRecord | spool.NodeRecord] = []
         self._spooled_waiters: list[defer.Deferred[int]] = []
         self._spooling = False
         self._spool_drained: list[defer.Deferred[None]] = []
@@ -244,6 +244,7 @@ class RadiusAccounting:
             info.acct_session_id,
             AcctStatus.START,
             session_attributes(self.nas, AcctStatus.START, info, now),
+            info,
         )
 
     def interim(self, info: AccountingSession) -> defer.Deferred[None]:
@@ -253,6 +254,7 @@ class RadiusAccounting:
             info.acct_session_id,
             AcctStatus.INTERIM_UPDATE,
             session_attributes(self.nas, AcctStatus.INTERIM_UPDATE, info, now),
+            info,
         )
 
     def session_stopped(
@@ -264,6 +266,7 @@ class RadiusAccounting:
             info.acct_session_id,
             AcctStatus.STOP,
             session_attributes(self.nas, AcctStatus.STOP, info, now, cause),
+            info,
         )
 
     def accounting_on(self) -> defer.Deferred[None]:
@@ -291,13 +294,30 @@ class RadiusAccounting:
     # --- the spool and the pump -------------------------------------------------------
 
     def _record(
-        self, acct_session_id: str, status: AcctStatus, attributes: Sequence[tuple[str, Any]]
+        self,
+        acct_session_id: str,
+        status: AcctStatus,
+        attributes: Sequence[tuple[str, Any]],
+        session: AccountingSession | None = None,
     ) -> defer.Deferred[None]:
-        created = self._clock.seconds()
+        created = _datetime(self._clock.seconds())
         if not self._running:
             return defer.fail(RuntimeError("RADIUS accounting is not running"))
         d: defer.Deferred[int] = defer.Deferred()
-        self._to_spool.append((acct_session_id, int(status), list(attributes), _datetime(created)))
+        entry: spool.SessionRecord | spool.NodeRecord
+        if session is None:
+            entry = spool.NodeRecord(acct_session_id, int(status), list(attributes), created)
+        else:
+            counters = (
+                session.octets_in,
+                session.octets_out,
+                session.packets_in,
+                session.packets_out,
+            )
+            entry = spool.SessionRecord(
+                acct_session_id, int(status), list(attributes), created, counters
+            )
+        self._to_spool.append(entry)
         self._spooled_waiters.append(d)
         if not self._spooling:
             self._spool_waiting()
@@ -346,7 +366,7 @@ class RadiusAccounting:
             for waiter in waiters:
                 waiter.errback(failure)
 
-        work = self._db(spool.enqueue_many, self.node, records)
+        work = self._db(spool.enqueue_sessions, self.node, records)
         work.addCallbacks(stored, failed)
         work.addBoth(lambda _: self._spool_waiting())
 

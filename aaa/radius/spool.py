@@ -25,7 +25,7 @@ from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from aaa.radius.packet import AttributeValue
-from lns.db.models import AccountingSpool
+from lns.db.models import AccountingSpool, NodeSession
 
 __all__ = [
     "SpoolError",
@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 _TABLE = cast(Table, AccountingSpool.__table__)
+_SESSIONS = cast(Table, NodeSession.__table__)
 
 
 class SpoolError(ValueError):
@@ -168,6 +169,80 @@ def enqueue_many(
         enqueue(conn, node, acct_session_id, status, attributes, created_at)
         for acct_session_id, status, attributes, created_at in records
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A Start, Interim-Update or Stop to spool, with the session's counters as of it."""
+
+    acct_session_id: str
+    status: int  # Acct-Status-Type: 1 Start, 2 Stop, 3 Interim-Update
+    attributes: Sequence[tuple[str, AttributeValue]]
+    created_at: datetime
+    counters: tuple[int, int, int, int]  # octets in, octets out, packets in, packets out
+
+
+def enqueue_sessions(
+    conn: Connection, node: str, records: Sequence[SessionRecord | NodeRecord]
+) -> list[int]:
+    """Spool the records (in order, in the caller's one transaction) and keep the node's
+    accounted sessions (`node_session`) with them: a Start adds its session with the
+    Start's attributes, an Interim-Update moves its counters, a Stop removes it. That
+    table is what an adopter writes the Stops from if the node dies (DESIGN.md 9)."""
+    ids: list[int] = []
+    for record in records:
+        ids.append(
+            enqueue(
+                conn,
+                node,
+                record.acct_session_id,
+                record.status,
+                record.attributes,
+                record.created_at,
+            )
+        )
+        if isinstance(record, SessionRecord):
+            _track(conn, node, record)
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """An Accounting-On or -Off: about the node, no session to keep."""
+
+    acct_session_id: str
+    status: int
+    attributes: Sequence[tuple[str, AttributeValue]]
+    created_at: datetime
+
+
+_START, _STOP = 1, 2
+
+
+def _track(conn: Connection, node: str, record: SessionRecord) -> None:
+    octets_in, octets_out, packets_in, packets_out = record.counters
+    counters = {
+        "octets_in": octets_in,
+        "octets_out": octets_out,
+        "packets_in": packets_in,
+        "packets_out": packets_out,
+        "updated_at": record.created_at,
+    }
+    where = _SESSIONS.c.acct_session_id == record.acct_session_id
+    if record.status == _START:
+        conn.execute(
+            insert(_SESSIONS).values(
+                acct_session_id=record.acct_session_id,
+                node=node,
+                started_at=record.created_at,
+                attributes=encode_attributes(record.attributes),
+                **counters,
+            )
+        )
+    elif record.status == _STOP:
+        conn.execute(delete(_SESSIONS).where(where))
+    else:
+        conn.execute(update(_SESSIONS).where(where).values(**counters))
 
 
 def due(conn: Connection, node: str, now: datetime, limit: int) -> list[SpooledRecord]:

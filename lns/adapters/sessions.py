@@ -144,6 +144,14 @@ class SessionRunner:
         now = self.clock.seconds()
         self._run(self.supervisor.close_tunnel(tunnel_id, cause, message, now))
 
+    def lease_lost(self, record: SessionRecord) -> None:
+        """Another node took the session's lease over (a newer attach of the SIM there)."""
+        message = "the SIM attached again on another node"
+        self._run(self.supervisor.lease_lost(record, message, self.clock.seconds()))
+
+    def abandon(self, message: str) -> None:
+        self._run(self.supervisor.abandon(message, self.clock.seconds()))
+
     # --- effects ------------------------------------------------------------------------
 
     def _run(self, effects: list[fx.Effect]) -> None:

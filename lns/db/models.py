@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["NODE_NAME_LENGTH", "AccountingSpool", "Base", "UtcDateTime"]
+__all__ = ["NODE_NAME_LENGTH", "AccountingSpool", "Base", "Node", "NodeSession", "UtcDateTime"]
 
 # Stable constraint names, so that later migrations can name what they alter.
 NAMING_CONVENTION = {
@@ -94,3 +94,53 @@ class AccountingSpool(Base):
     created_at: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     next_attempt_at: Mapped[datetime]
+
+
+class Node(Base):
+    """One LNS node sharing this database (DESIGN.md section 9): who it is, and its heartbeat.
+
+    A node writes its row at start and moves `heartbeat_at` every heartbeat
+    interval; one silent for longer than the dead limit is dead, and exactly one
+    surviving node adopts it (`adopted_by`, claimed in one UPDATE): it writes the
+    Stops of the dead node's sessions, delivers its spool and ends its leases.
+    `instance` changes at every start, so a node can tell its own row from a twin's.
+    """
+
+    __tablename__ = "node"
+
+    name: Mapped[str] = mapped_column(String(NODE_NAME_LENGTH), primary_key=True)
+    instance: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(64))  # its [l2tp] listen address
+    version: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    sessions: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    stopped_at: Mapped[datetime | None]  # a clean stop: not dead, nothing to adopt
+    adopted_by: Mapped[str | None] = mapped_column(String(NODE_NAME_LENGTH))
+    adopted_at: Mapped[datetime | None]
+    adoption_done_at: Mapped[datetime | None]  # the adopter delivered its spool
+
+
+class NodeSession(Base):
+    """A live, accounted session of some node: what its Stop needs if the node dies.
+
+    Written with its Start (in the spool's transaction), updated with each
+    Interim-Update, deleted with its Stop. `attributes` are the Start record's
+    (JSON, as in the spool), from which an adopter builds the Stop; the counters
+    are as of the last record.
+    """
+
+    __tablename__ = "node_session"
+    __table_args__ = (Index("ix_node_session_node", "node"),)
+
+    acct_session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node: Mapped[str] = mapped_column(String(NODE_NAME_LENGTH))
+    started_at: Mapped[datetime]  # IPCP Opened
+    attributes: Mapped[str] = mapped_column(Text)
+    octets_in: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    octets_out: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    packets_in: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    packets_out: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    updated_at: Mapped[datetime]

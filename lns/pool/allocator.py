@@ -40,6 +40,7 @@ for one ICCID in one pool, and an address row holds one lease at most.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -209,6 +210,8 @@ _CLEARED_LEASE: Mapping[str, Any] = {
     "lease_session_id": None,
     "lease_started_at": None,
     "lease_origin": None,
+    "lease_taken_from": None,
+    "lease_taken_at": None,
 }
 
 _LEASE_COLUMNS = (
@@ -282,6 +285,8 @@ def _claim(candidate: ColumnElement[Any], origin: ColumnElement[str]) -> Update:
             lease_started_at=bindparam("now", type_=UtcDateTime()),
             # SET expressions see the row as it was: `origin` may read last_iccid.
             lease_origin=origin,
+            lease_taken_from=bindparam("taken_from", type_=String()),
+            lease_taken_at=bindparam("taken_at", type_=UtcDateTime()),
             last_iccid=_ICCID,
             generation=PoolAddress.generation + 1,
         )
@@ -412,6 +417,8 @@ def allocate(
         "session_id": session_id,
         "now": now,
         "in_pool": pool_id,
+        "taken_from": taken_over[0].node if taken_over else None,
+        "taken_at": now if taken_over else None,
     }
 
     def claim(statement: Update, **more: Any) -> Lease | None:
@@ -473,7 +480,27 @@ def _take_over(
     taken = tuple(held.pop(pool) for pool in sorted(pools) if pool in held)
     for lease in taken:
         release(connection, lease, now=now)
+        if connection.dialect.name == "postgresql":
+            # The node that held it learns at once (on commit) that its session lost
+            # its lease; every node also checks its leases now and then.
+            connection.execute(select(func.pg_notify(LEASE_CHANNEL, lease_notice(lease))))
     return taken
+
+
+LEASE_CHANNEL = "lns_lease_taken"
+
+
+def lease_notice(lease: Lease) -> str:
+    """The NOTIFY payload saying that `lease` (its holder's) was taken over."""
+    return json.dumps(
+        {
+            "node": lease.node,
+            "address": str(lease.address),
+            "generation": lease.generation,
+            "iccid": lease.iccid,
+        },
+        separators=(",", ":"),
+    )
 
 
 def release(connection: Connection, lease: Lease, *, now: datetime | None = None) -> bool:

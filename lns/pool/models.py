@@ -201,6 +201,10 @@ class PoolAddress(Base):
     lease_session_id: Mapped[int | None] = mapped_column(Integer)
     lease_started_at: Mapped[datetime | None]
     lease_origin: Mapped[str | None] = mapped_column(String(16))
+    # The newest attach wins (DESIGN.md section 5): the node whose session's lease this
+    # one took over, and when; kept with the live lease, cleared with it.
+    lease_taken_from: Mapped[str | None] = mapped_column(String(NODE_NAME_LENGTH))
+    lease_taken_at: Mapped[datetime | None]
 
 
 # The live sessions of every node, for `lns-admin lease list` and the management

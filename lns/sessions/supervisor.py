@@ -269,9 +269,22 @@ class SessionSupervisor:
         return effects
 
     def lease_lost(self, record: SessionRecord, message: str, now: float) -> list[Effect]:
-        """The session's lease now belongs to a newer session: close it, keep the lease."""
+        """The session's lease now belongs to a newer session (of this node or another):
+        close it (CDN, Stop), and never release the lease."""
+        if self._by_serial.get(record.serial) is not record:
+            return []
         record.lease_moved = True
         return self._ppp(record, record.ppp.close(TerminateCause.NAS_REQUEST, message, now), now)
+
+    def abandon(self, message: str, now: float) -> list[Effect]:
+        """This node was declared dead and adopted by another: its sessions end with a CDN
+        but no Stop (the adopter wrote them) and no release (the adopter ended the leases)."""
+        effects: list[Effect] = []
+        for record in list(self._by_key.values()):
+            record.accounted = False
+            record.lease_moved = True
+            effects += self.disconnect(record, TerminateCause.NAS_ERROR, message, now)
+        return effects
 
     # --- commands -----------------------------------------------------------------------
 

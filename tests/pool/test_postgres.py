@@ -34,7 +34,15 @@ from lns.pool.allocator import (
 )
 from lns.pool.models import PoolAddress
 
-TABLES = {"accounting_spool", "pool", "pool_address", "pool_range", "range_exclusion"}
+TABLES = {
+    "accounting_spool",
+    "node",
+    "node_session",
+    "pool",
+    "pool_address",
+    "pool_range",
+    "range_exclusion",
+}
 
 
 # --- Migrations ---
