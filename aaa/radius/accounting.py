@@ -543,16 +543,26 @@ class RadiusAccountingService(service.Service):
 
     Add it to the parent after the RadiusClientService and the address pool
     service, so that it stops before them (a MultiService stops its children in
-    reverse order) and its Accounting-Off can still be sent.
+    reverse order) and its Accounting-Off can still be sent. `ready`, when given,
+    is waited for before the Accounting-On is spooled (the node's registration,
+    which spools the Stops a crashed previous run left owing: they go first).
     """
 
-    def __init__(self, accounting: RadiusAccounting) -> None:
+    def __init__(
+        self,
+        accounting: RadiusAccounting,
+        ready: Callable[[], defer.Deferred[Any]] | None = None,
+    ) -> None:
         self.accounting = accounting
+        self.ready = ready
 
     def startService(self) -> None:
         service.Service.startService(self)
-        self.accounting.start().addErrback(self.accounting._log_failure, "start")
-        self.accounting.accounting_on().addErrback(self.accounting._log_failure, "Accounting-On")
+        accounting = self.accounting
+        accounting.start().addErrback(accounting._log_failure, "start")
+        waiting = self.ready() if self.ready is not None else defer.succeed(None)
+        waiting.addCallback(lambda _: accounting.accounting_on() if self.running else None)
+        waiting.addErrback(accounting._log_failure, "Accounting-On")
 
     def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)

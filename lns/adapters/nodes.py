@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -174,6 +174,27 @@ class NodeLiveness:
 
     # --- life cycle -----------------------------------------------------------------------
 
+    async def register(self) -> None:
+        """Write this node's row (raises nodes.NodeAlive), then wait while another node
+        still delivers the spool of this node's previous run (it adopted it): this run's
+        own records go after those."""
+        engine = self.executor.engine
+        previous = await self.executor.call(
+            lambda: register(engine, self.me, self._now(), self.dead_after)
+        )
+        while previous is not None and previous.adopted_by and not previous.adoption_done_at:
+            adopter = await self.executor.transaction(nodes.adoption_state, previous.adopted_by)
+            if adopter is None or not adopter.alive(self._now(), self.dead_after):
+                break  # the adopter is gone too: this node delivers its spool itself
+            log.info(
+                "node {node}: waiting for {adopter} to deliver the accounting of this "
+                "node's previous run",
+                node=self.me.name,
+                adopter=previous.adopted_by,
+            )
+            await task.deferLater(self.clock, self.heartbeat_interval, lambda: None)
+            previous = await self.executor.transaction(nodes.adoption_state, self.me.name)
+
     def start(self) -> None:
         self._running = True
         self._schedule(0.0)
@@ -258,15 +279,68 @@ class NodeLiveness:
 
 
 class NodeLivenessService(service.Service):
-    def __init__(self, liveness: NodeLiveness) -> None:
+    """Registers the node once its database is ready, then beats and watches its leases.
+
+    `ready` fires once the database can be used (the pool's start); `registered` once
+    the node's row is written. A live node under the same name stops this one.
+    """
+
+    def __init__(
+        self,
+        liveness: NodeLiveness,
+        ready: Callable[[], defer.Deferred[Any]],
+        watch: LeaseWatch,
+        notices: LeaseNotices | None,
+        stop_node: Callable[[], None],
+    ) -> None:
         self.liveness = liveness
+        self.ready = ready
+        self.watch = watch
+        self.notices = notices
+        self.stop_node = stop_node
+        self._up_yet = False
+        self._waiters: list[defer.Deferred[None]] = []
+
+    def registered(self) -> defer.Deferred[None]:
+        """Fires once the node's row is written (never, if it could not be)."""
+        if self._up_yet:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append(waiter)
+        return waiter
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        waiting = self.ready().addCallback(lambda _: defer.ensureDeferred(self.liveness.register()))
+        waiting.addCallbacks(self._up, self._refused)
+
+    def _up(self, _: object) -> None:
+        if not self.running:
+            return
         self.liveness.start()
+        self.watch.start()
+        if self.notices is not None:
+            self.notices.start()
+        self._up_yet = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _refused(self, failure: Failure) -> None:
+        if isinstance(failure.value, nodes.NodeAlive):
+            log.critical("{reason}: this node stops", reason=str(failure.value))
+        else:
+            log.critical(
+                "node registration failed: {reason}: this node stops",
+                reason=failure.getErrorMessage(),
+            )
+        self.stop_node()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
+        self.watch.stop()
+        if self.notices is not None:
+            self.notices.stop()
         return self.liveness.stop()
 
 

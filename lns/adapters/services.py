@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFDSet,
     IReactorFromThreads,
     IReactorTCP,
     IReactorTime,
@@ -22,6 +25,13 @@ from lns.adapters.dataplane import DataPlaneService, make_dataplane
 from lns.adapters.l2tp import L2tpService
 from lns.adapters.management import ManagementService, make_management
 from lns.adapters.node_state import NodeState
+from lns.adapters.nodes import (
+    LeaseNotices,
+    LeaseWatch,
+    NodeLiveness,
+    NodeLivenessService,
+    identity_of,
+)
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
 from lns.adapters.sessions import AddressAllocator, Authenticator, SessionRunner
 from lns.config import Config
@@ -126,6 +136,7 @@ class NodeService(service.MultiService):
         database: service.Service | None = None,
         sessions: SessionRunner | None = None,
         management: ManagementService | None = None,
+        liveness: NodeLivenessService | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.l2tp = l2tp
@@ -137,7 +148,20 @@ class NodeService(service.MultiService):
         self.database = database
         self.sessions = sessions
         self.management = management
-        order = (database, pool, radius, accounting, dynauth, dataplane, l2tp, management)
+        self.liveness = liveness
+        # Stopped in reverse: L2TP first (sessions end, their Stops are spooled), then the
+        # node row says it stopped cleanly, then accounting flushes, the database last.
+        order = (
+            database,
+            pool,
+            radius,
+            accounting,
+            liveness,
+            dynauth,
+            dataplane,
+            l2tp,
+            management,
+        )
         self._order = [c for c in order if c is not None]
         for child in self._order:
             child.setServiceParent(self)
@@ -183,18 +207,17 @@ def make_service(
         pool_service = AddressPoolService(pool, migrate=config.database.migrate_on_start)
         allocator = pool
     accounting: RadiusAccounting | None = None
-    accounting_service: RadiusAccountingService | None = None
+    spool_of: Callable[[str], RadiusAccounting] | None = None
     if radius is not None and executor is not None:
         # Records are spooled in the node's database before they are sent.
-        accounting = RadiusAccounting(
-            radius.client,
-            executor,
-            config.lns.node_name,
-            NasIdentity.from_config(config),
-            acct_session_ids,
-            reactor,
-        )
-        accounting_service = RadiusAccountingService(accounting)
+        client, nas = radius.client, NasIdentity.from_config(config)
+
+        def pump(node: str) -> RadiusAccounting:
+            """The pump of a node's spool: this node's, or an adopted dead node's."""
+            return RadiusAccounting(client, executor, node, nas, acct_session_ids, reactor)
+
+        spool_of = pump
+        accounting = pump(config.lns.node_name)
     dataplane = make_dataplane(
         config.dataplane.mode,
         config.dataplane.tun_name,
@@ -225,6 +248,15 @@ def make_service(
     )
     sessions.link = l2tp
     dataplane.link = l2tp
+    liveness: NodeLivenessService | None = None
+    accounting_service: RadiusAccountingService | None = None
+    if executor is not None and pool_service is not None:
+        liveness = _liveness(config, executor, pool_service, sessions, reactor, spool_of)
+        accounting_service = (
+            RadiusAccountingService(accounting, ready=liveness.registered)
+            if accounting is not None
+            else None
+        )
     dynauth = (
         DynamicAuthorizationService.from_config(config, sessions, IReactorUDP(reactor))
         if config.aaa.dynauth is not None
@@ -259,4 +291,51 @@ def make_service(
         SqlExecutorService(executor) if executor is not None else None,
         sessions,
         management,
+        liveness,
     )
+
+
+def _liveness(
+    config: Config,
+    executor: SqlExecutor,
+    pool_service: AddressPoolService,
+    sessions: SessionRunner,
+    reactor: IReactorTime,
+    spool_of: Callable[[str], RadiusAccounting] | None,
+) -> NodeLivenessService:
+    """This node among the nodes of its database: row, heartbeat, adoption, lease watch."""
+    node = config.lns.node_name
+    listen = f"{config.l2tp.listen_host}:{config.l2tp.listen_port}"
+    liveness = NodeLiveness(
+        executor,
+        identity_of(node, listen),
+        reactor,
+        heartbeat_interval=config.lns.heartbeat_interval,
+        dead_after=config.lns.dead_after,
+        supervisor=sessions.supervisor,
+        abandon=sessions.abandon,
+        spool_pump=spool_of,
+    )
+    watch = LeaseWatch(
+        executor,
+        node,
+        reactor,
+        sessions.supervisor,
+        sessions.lease_lost,
+        config.lns.heartbeat_interval,
+    )
+    notices = None
+    if executor.engine.dialect.name == "postgresql":
+        url = executor.engine.url.set(drivername="postgresql")
+        notices = LeaseNotices(
+            url.render_as_string(hide_password=False),
+            IReactorFDSet(reactor),
+            reactor,
+            watch.notified,
+        )
+    pool = pool_service.pool
+
+    def stop_node() -> None:
+        IReactorCore(reactor).stop()
+
+    return NodeLivenessService(liveness, pool.when_ready, watch, notices, stop_node)
