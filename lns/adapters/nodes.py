@@ -174,14 +174,14 @@ class NodeLiveness:
 
     # --- life cycle -----------------------------------------------------------------------
 
-    async def register(self) -> None:
-        """Write this node's row (raises nodes.NodeAlive), then wait while another node
-        still delivers the spool of this node's previous run (it adopted it): this run's
-        own records go after those."""
-        engine = self.executor.engine
-        previous = await self.executor.call(
-            lambda: register(engine, self.me, self._now(), self.dead_after)
-        )
+    def register(self) -> nodes.NodeState | None:
+        """Write this node's row at start, blocking, before any thread or socket serves
+        (raises nodes.NodeAlive); the row of the previous run (None the first time)."""
+        return register(self.executor.engine, self.me, self._now(), self.dead_after)
+
+    async def adoption_finished(self, previous: nodes.NodeState | None) -> None:
+        """Wait while another node still delivers the spool of this node's previous run
+        (it adopted it): this run's own records go after those."""
         while previous is not None and previous.adopted_by and not previous.adoption_done_at:
             adopter = await self.executor.transaction(nodes.adoption_state, previous.adopted_by)
             if adopter is None or not adopter.alive(self._now(), self.dead_after):
@@ -279,25 +279,23 @@ class NodeLiveness:
 
 
 class NodeLivenessService(service.Service):
-    """Registers the node once its database is ready, then beats and watches its leases.
+    """Registers the node before it serves, then beats and watches its leases.
 
-    `ready` fires once the database can be used (the pool's start); `registered` once
-    the node's row is written. A live node under the same name stops this one.
+    `register` runs first (the node service calls it before its children start): a live
+    node under the same name stops this one there. `registered` fires once the row is
+    written and any adoption of this node's previous run is done.
     """
 
     def __init__(
         self,
         liveness: NodeLiveness,
-        ready: Callable[[], defer.Deferred[Any]],
         watch: LeaseWatch,
         notices: LeaseNotices | None,
-        stop_node: Callable[[], None],
     ) -> None:
         self.liveness = liveness
-        self.ready = ready
         self.watch = watch
         self.notices = notices
-        self.stop_node = stop_node
+        self.previous: nodes.NodeState | None = None
         self._up_yet = False
         self._waiters: list[defer.Deferred[None]] = []
 
@@ -309,10 +307,14 @@ class NodeLivenessService(service.Service):
         self._waiters.append(waiter)
         return waiter
 
+    def register(self) -> None:
+        """The node's row, written before the node serves (raises nodes.NodeAlive)."""
+        self.previous = self.liveness.register()
+
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        waiting = self.ready().addCallback(lambda _: defer.ensureDeferred(self.liveness.register()))
-        waiting.addCallbacks(self._up, self._refused)
+        waiting = defer.ensureDeferred(self.liveness.adoption_finished(self.previous))
+        waiting.addCallbacks(self._up, self.liveness._failed)
 
     def _up(self, _: object) -> None:
         if not self.running:
@@ -325,16 +327,6 @@ class NodeLivenessService(service.Service):
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(None)
-
-    def _refused(self, failure: Failure) -> None:
-        if isinstance(failure.value, nodes.NodeAlive):
-            log.critical("{reason}: this node stops", reason=str(failure.value))
-        else:
-            log.critical(
-                "node registration failed: {reason}: this node stops",
-                reason=failure.getErrorMessage(),
-            )
-        self.stop_node()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]

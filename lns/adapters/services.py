@@ -8,7 +8,6 @@ from collections.abc import Callable
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import (
-    IReactorCore,
     IReactorFDSet,
     IReactorFromThreads,
     IReactorTCP,
@@ -165,6 +164,14 @@ class NodeService(service.MultiService):
         self._order = [c for c in order if c is not None]
         for child in self._order:
             child.setServiceParent(self)
+
+    def startService(self) -> None:
+        if self.liveness is not None:
+            pool = self.pool
+            if isinstance(pool, AddressPoolService) and pool.migrate:
+                database.upgrade(pool.pool.engine)  # the node table must exist to register in
+            self.liveness.register()  # before anything serves: a live twin stops us here
+        super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)
@@ -333,9 +340,4 @@ def _liveness(
             reactor,
             watch.notified,
         )
-    pool = pool_service.pool
-
-    def stop_node() -> None:
-        IReactorCore(reactor).stop()
-
-    return NodeLivenessService(liveness, pool.when_ready, watch, notices, stop_node)
+    return NodeLivenessService(liveness, watch, notices)

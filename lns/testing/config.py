@@ -63,7 +63,7 @@ class ConfigBuilder:
     # --- one method per table ---------------------------------------------------------
 
     def lns(self, **keys: Any) -> Self:
-        """``[lns]``: node_name."""
+        """``[lns]``: node_name, heartbeat_interval, dead_after."""
         self._table("lns").update(keys)
         return self
 

@@ -219,3 +219,88 @@ def test_records_spooled_by_a_killed_twistd_are_delivered_after_restart(
     assert RADIUS_SECRET not in output
     assert L2TP_SECRET not in output
     assert "Traceback" not in output
+
+
+@pytest_twisted.inlineCallbacks
+def test_sessions_alive_at_a_sigkill_get_their_stop_from_the_restart_and_only_one(
+    tmp_path: Path, freeradius: FreeRadius
+):
+    """Issue 13: a node killed with live sessions writes their Stops when it starts again
+    (Lost-Service, lasting until its last heartbeat), ahead of its Accounting-On; a
+    clean restart after that sends no Stop twice."""
+    l2tp_port = free_udp_port()
+    config = (
+        ConfigBuilder()
+        .lns(node_name="crashing-node", heartbeat_interval=0.5, dead_after=2.0)
+        .l2tp(listen=f"127.0.0.1:{l2tp_port}")
+        .lac(name="sim", peer="127.0.0.0/8", secret=L2TP_SECRET)
+        .aaa(nas_identifier="crashing-node", require_message_authenticator=False)
+        .radius_server(freeradius, timeout=0.5, retries=1)
+        .database(url=sqlite_pool(tmp_path / "lns.db", str(POOL)))
+        .dataplane(mode="none")
+        .write(tmp_path / "lns.toml")
+    )
+    first = server = Twistd(config).spawn()
+    client = None
+    try:
+        yield wait_for(first.listening, 30, "first start")
+        lac = Lac(hostname="lac1", secret=L2TP_SECRET.encode(), rng=random.Random(9))
+        client = LacClient(lac, ("127.0.0.1", l2tp_port), reactor)
+        client.start()
+        tunnel = lac.open_tunnel(reactor.seconds())
+        calls = [
+            lac.place_call(
+                tunnel,
+                sim.iccid,
+                proxy_lcp=default_proxy_lcp(lac.rng),
+                proxy_auth=proxy_chap(sim.password.encode(), lac.rng),
+                device=Device(rng=random.Random(n)),
+            )
+            for n, sim in enumerate((PLAIN, STATIC))
+        ]
+        client.flush()
+        yield client.until(lambda: all(c.device is not None and c.device.address for c in calls))
+        node_records = lambda: [  # noqa: E731
+            r for r in detail_records(freeradius) if r.get("NAS-Identifier") == "crashing-node"
+        ]
+        yield wait_for(
+            lambda: [r["Acct-Status-Type"] for r in node_records()].count("Start") == 2,
+            20,
+            "both Starts delivered",
+        )
+        yield task.deferLater(reactor, 1.0, lambda: None)  # a few heartbeats
+        first.kill()
+        yield client.stop()
+        client = None
+        server = Twistd(config).spawn()
+        yield wait_for(
+            lambda: [r["Acct-Status-Type"] for r in node_records()].count("Stop") == 2,
+            30,
+            "the Stops of the killed run",
+        )
+        server.stop(15)  # a clean stop, then a third run
+        server = Twistd(config).spawn()
+        yield wait_for(server.listening, 30, "third start")
+        yield wait_for(
+            lambda: [r["Acct-Status-Type"] for r in node_records()].count("Accounting-On") == 3,
+            20,
+            "the third run's Accounting-On",
+        )
+    finally:
+        if client is not None:
+            yield client.stop()
+        server.stop(15)
+    records = node_records()
+    statuses = [r["Acct-Status-Type"] for r in records]
+    assert statuses.count("Stop") == 2  # one per session, never twice
+    stops = [r for r in records if r["Acct-Status-Type"] == "Stop"]
+    starts = {r["Acct-Session-Id"]: r for r in records if r["Acct-Status-Type"] == "Start"}
+    for stop in stops:
+        start = starts[stop["Acct-Session-Id"]]
+        assert stop["Acct-Terminate-Cause"] == "Lost-Service"
+        assert stop["Framed-IP-Address"] == start["Framed-IP-Address"]
+        assert 0 <= int(stop["Acct-Session-Time"]) <= 10  # until the last heartbeat
+    # The second run's Stops came before its own Accounting-On.
+    second_on = [i for i, s in enumerate(statuses) if s == "Accounting-On"][1]
+    assert all(statuses.index("Stop") < second_on for _ in stops)
+    assert "Traceback" not in first.log() + server.log()
