@@ -76,8 +76,6 @@ def write_stops(
             ("Acct-Terminate-Cause", int(cause)),
             ("Event-Timestamp", int(ended_at.timestamp())),
         ]
-        spool.enqueue(
-            conn, node, row.acct_session_id, int(AcctStatus.STOP), attributes, ended_at
-        )
+        spool.enqueue(conn, node, row.acct_session_id, int(AcctStatus.STOP), attributes, ended_at)
     conn.execute(delete(_SESSIONS).where(_SESSIONS.c.node == node))
     return len(rows)
