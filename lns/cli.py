@@ -1,4 +1,5 @@
-"""`lns-admin`: the database schema, the address pools and their leases (DESIGN.md section 7).
+"""`lns-admin`: the database schema, the address pools and their leases (DESIGN.md section 7);
+a running node's sessions, tunnels and status through its management API (lns.node_admin).
 
     lns-admin [--config lns.toml | --database-url URL] COMMAND ...
 
@@ -24,6 +25,7 @@ from typing import Any, NoReturn, TextIO
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from lns import node_admin
 from lns.config import Config, ConfigError, load_config
 from lns.db import database
 from lns.iccid import InvalidIccid, parse_iccid
@@ -64,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a malformed command line
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    if getattr(args, "node_command", None) is not None:
+        if args.database_url is not None:
+            return _fail(
+                "error: session, tunnel and status need --config, not a database", status=2
+            )
+        return node_admin.run(args, args.config or DEFAULT_CONFIG)
     url: str | None = None
     try:
         config, url = _database(args)
@@ -378,7 +386,8 @@ def _print_table(
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Manage the lns database: schema, address pools and leases.",
+        description="Manage the lns database (schema, address pools, leases) and a running"
+        " node (sessions, tunnels, status).",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -453,6 +462,7 @@ def _parser() -> argparse.ArgumentParser:
         lease, "reclaim", _lease_reclaim, "end every lease of a node that is gone for good"
     )
     reclaim.add_argument("--node", metavar="NAME", required=True)
+    node_admin.add_commands(commands)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.application import service
 from twisted.python import usage
 
+from lns.adapters.reload import enable_reload
 from lns.adapters.services import make_service
 from lns.config import Config, ConfigError, load_config
 
@@ -24,4 +25,6 @@ class Options(usage.Options):
 def makeService(options: Options) -> service.IService:
     config = options["loaded"]
     assert isinstance(config, Config)
-    return make_service(config)
+    node = make_service(config)
+    enable_reload(node, config, options["config"])  # SIGHUP reloads the file
+    return node

@@ -19,26 +19,32 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 
-from lns.adapters.dataplane import DataPlane
+from lns.adapters.dataplane import DataPlane, DataPlaneService
 from lns.adapters.l2tp import L2tpService
-from lns.adapters.management import ManagementApi
+from lns.adapters.management import ManagementApi, ManagementService
 from lns.adapters.metrics import MetricsExporter
 from lns.adapters.node_state import NodeState
+from lns.adapters.services import (
+    NodeService,
+    lac_matches,
+    ppp_settings,
+    supervisor_settings,
+    tunnel_settings,
+)
 from lns.adapters.sessions import SessionRunner
-from lns.config import ManagementSection
-from lns.l2tp.endpoint import LacMatch, LnsEndpoint
-from lns.l2tp.tunnel import LacPeer, TunnelSettings
+from lns.config import Config, ManagementSection
+from lns.l2tp.endpoint import LnsEndpoint
 from lns.pool.allocator import AllocationRequest, Lease
 from lns.ppp.auth import AuthRequest, Decision
-from lns.ppp.session import PppSettings
 from lns.ppp.termination import TerminateCause
 from lns.sessions.accounting import AccountingSession, AcctSessionIds, RecordKind
-from lns.sessions.supervisor import SessionSupervisor, SupervisorSettings
+from lns.sessions.supervisor import SessionSupervisor
+from lns.testing.config import ConfigBuilder
 from lns.testing.lacsim.device import Device
 from lns.testing.lacsim.lac import Lac, SimulatedCall, default_proxy_lcp, proxy_chap
 from lns.testing.session_world import LOCAL, NODE, FakePool
 
-__all__ = ["LAC_NETWORK", "SECRET", "MemoryNode"]
+__all__ = ["LAC_NETWORK", "SECRET", "MemoryNode", "memory_config"]
 
 SECRET = b"memory-node-secret"
 LAC_NETWORK = ipaddress.ip_network("192.0.2.0/24")
@@ -114,33 +120,48 @@ class _Pool:
         return defer.succeed(None)
 
 
+def memory_config() -> ConfigBuilder:
+    """The configuration a MemoryNode runs by default, to add to or change."""
+    return (
+        ConfigBuilder()
+        .lns(node_name=NODE)
+        .l2tp(listen=f"{LNS_ADDRESS[0]}:{LNS_ADDRESS[1]}", hello_interval=60.0)
+        .lac(name="op-a", peer=str(LAC_NETWORK), secret=SECRET.decode())
+        .ppp(local_address=str(LOCAL))
+        .dataplane(mode="none")
+        .management()
+    )
+
+
 class MemoryNode:
+    """The node ``config`` describes (sockets, RADIUS and the database aside)."""
+
     def __init__(
         self,
+        config: Config | None = None,
         aaa: Callable[[AuthRequest], Decision] = lambda request: Decision(True),
         pool_size: int = 64,
-        lacs: tuple[LacPeer, ...] = (LacPeer("op-a", SECRET, True),),
-        management: ManagementSection | None = None,
     ) -> None:
+        self.config = config if config is not None else memory_config().config()
         self.clock = MemoryReactorClock()  # type: ignore[no-untyped-call]
         self.clock.advance(EPOCH)
         self.endpoint = LnsEndpoint(
-            TunnelSettings(hello_interval=60.0),
-            [LacMatch(LAC_NETWORK, lac) for lac in lacs],
-            random.Random(1),
+            tunnel_settings(self.config), lac_matches(self.config), random.Random(1)
         )
         self.l2tp = L2tpService(self.endpoint, LNS_ADDRESS, reactor=self.clock)
         self.port = MemoryPort()
         self.l2tp.port = self.port  # type: ignore[assignment]
         self.supervisor = SessionSupervisor(
-            SupervisorSettings(node_name=NODE),
-            PppSettings(local_address=LOCAL),
+            supervisor_settings(self.config, accounting=True),
+            ppp_settings(self.config),
             iter(AcctSessionIds(NODE, self.clock.seconds()), None),
             random.Random(2),
         )
         self.pool = FakePool(pool_size)
         self.accounting = Records()
-        self.dataplane = DataPlane(LOCAL, False, self.clock)
+        self.dataplane = DataPlane(
+            self.config.ppp.local_address, self.config.dataplane.mss_clamp, self.clock
+        )
         self.runner = SessionRunner(
             self.supervisor,
             _Aaa(aaa),
@@ -154,7 +175,17 @@ class MemoryNode:
         self.dataplane.link = self.l2tp
         self.state = NodeState(NODE, self.clock, self.runner, self.l2tp, self.dataplane)
         self.metrics = MetricsExporter(self.state)
-        self.api = ManagementApi(self.state, management or ManagementSection(), self.metrics)
+        self.api = ManagementApi(
+            self.state, self.config.management or ManagementSection(), self.metrics
+        )
+        config = self.config
+        self.node = NodeService(
+            self.l2tp,
+            None,
+            dataplane=DataPlaneService(self.dataplane, config.ppp.local_address, config.ppp.mru),
+            sessions=self.runner,
+            management=ManagementService(self.api, self.clock),
+        )
         self.lacs: dict[tuple[str, int], Lac] = {}
 
     @property

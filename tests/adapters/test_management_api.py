@@ -19,7 +19,7 @@ from lns.ppp.auth import Decision
 from lns.ppp.termination import TerminateCause
 from lns.sessions.accounting import RecordKind
 from lns.testing.lacsim.lac import Phase
-from lns.testing.memory_node import MemoryNode
+from lns.testing.memory_node import MemoryNode, memory_config
 
 TOKEN = "management-unit-token"
 ICCIDS = [f"8944500000000000{n:03d}" for n in range(1, 8)]
@@ -62,7 +62,7 @@ def node() -> MemoryNode:
             return Decision(False, reason="barred")
         return Decision(True, session_timeout=3600)
 
-    node = MemoryNode(aaa=aaa, management=ManagementSection(token=Secret(TOKEN)))
+    node = MemoryNode(memory_config().management(token=TOKEN).config(), aaa=aaa)
     lac = node.lac()
     tunnel = lac.open_tunnel(node.now)
     node.advance(0.5)
@@ -355,6 +355,6 @@ def test_metrics_public_needs_no_token_but_the_api_still_does(node: MemoryNode):
 
 
 def test_without_a_token_every_request_is_served():
-    node = MemoryNode(management=ManagementSection())
+    node = MemoryNode()
     assert call(node, "GET", "/api/v1/status", token=None).status == 200
     assert call(node, "GET", "/api/v1/sessions", token="anything").status == 200
