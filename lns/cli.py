@@ -18,16 +18,19 @@ import ipaddress
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from aaa.radius.adoption import Adopted, take_from
 from lns import node_admin
-from lns.config import Config, ConfigError, load_config
-from lns.db import database
+from lns.config import Config, ConfigError, LnsSection, load_config
+from lns.db import database, nodes
 from lns.iccid import InvalidIccid, parse_iccid
 from lns.pool import admin, allocator
 from lns.pool.allocator import Lease, PoolError
@@ -36,6 +39,7 @@ PROG = "lns-admin"
 DEFAULT_CONFIG = "lns.toml"
 URL_VARIABLE = "LNS_DATABASE_URL"
 DEBUG_VARIABLE = "LNS_ADMIN_DEBUG"
+DEAD_AFTER = LnsSection().dead_after  # without --config: the default
 
 
 class UsageError(Exception):
@@ -282,9 +286,13 @@ def _pool_show(context: _Context, args: argparse.Namespace) -> None:
 
 def _pool_remove(context: _Context, args: argparse.Namespace) -> str:
     with context.engine.begin() as connection:
+        adopted: list[Adopted] = []
+        if args.force:
+            holders = {lease.node for lease in admin.list_leases(connection, pool=args.name)}
+            adopted = _take_from(context, connection, holders)
         dropped = admin.remove_pool(connection, args.name, force=args.force)
     tail = f", dropping {dropped} live lease(s)" if dropped else ""
-    return f"removed pool {args.name!r}{tail}"
+    return f"removed pool {args.name!r}{tail}{_adopted(adopted)}"
 
 
 def _pool_reserve(context: _Context, args: argparse.Namespace) -> str:
@@ -344,14 +352,87 @@ def _lease_list(context: _Context, args: argparse.Namespace) -> None:
 def _lease_release(context: _Context, args: argparse.Namespace) -> str:
     address = _address(args.address)
     with context.engine.begin() as connection:
-        lease = admin.release_address(connection, address)
-    return f"released {address} (ICCID {lease.iccid} on node {lease.node!r})"
+        held = admin.list_leases(connection)
+        holders = {lease.node for lease in held if lease.address == address}
+        adopted = _take_from(context, connection, holders)
+        if adopted:  # the dead holder's leases ended with its adoption
+            [lease] = [lease for lease in held if lease.address == address]
+        else:
+            lease = admin.release_address(connection, address)
+    return f"released {address} (ICCID {lease.iccid} on node {lease.node!r}){_adopted(adopted)}"
 
 
 def _lease_reclaim(context: _Context, args: argparse.Namespace) -> str:
     with context.engine.begin() as connection:
+        adopted = _take_from(context, connection, {args.node})
         count = allocator.reclaim_node(connection, args.node)
-    return f"released {count} lease(s) of node {args.node!r}"
+    count += sum(node.leases for node in adopted)
+    return f"released {count} lease(s) of node {args.node!r}{_adopted(adopted)}"
+
+
+def _take_from(context: _Context, connection: Connection, holders: set[str]) -> list[Adopted]:
+    """Refuse to take leases from a running node; adopt a dead one (DESIGN.md section 9)."""
+    dead_after = context.config.lns.dead_after if context.config is not None else DEAD_AFTER
+    now = datetime.now(UTC)
+    found = (take_from(connection, node, PROG, now, dead_after) for node in sorted(holders))
+    return [adopted for adopted in found if adopted is not None]
+
+
+def _adopted(adopted: list[Adopted]) -> str:
+    return "".join(
+        f"; node {node.name!r} was dead: adopted it ({node.stops} accounting Stop(s) spooled,"
+        f" its spool to be delivered by a running node)"
+        for node in adopted
+    )
+
+
+def _node_list(context: _Context, args: argparse.Namespace) -> None:
+    dead_after = context.config.lns.dead_after if context.config is not None else DEAD_AFTER
+    now = datetime.now(UTC)
+    with context.engine.begin() as connection:
+        states = nodes.list_nodes(connection)
+        live = Counter(lease.node for lease in admin.list_leases(connection))
+    if context.json:
+        _print_json(
+            context,
+            [
+                {
+                    "name": state.name,
+                    "address": state.address,
+                    "version": state.version,
+                    "host": state.host,
+                    "pid": state.pid,
+                    "started_at": state.started_at.isoformat(),
+                    "heartbeat_age": round((now - state.heartbeat_at).total_seconds(), 1),
+                    "sessions": state.sessions,
+                    "live_leases": live[state.name],
+                    "spool_depth": state.spool_depth,
+                    "status": state.status(now, dead_after),
+                    "adopted_by": state.adopted_by,
+                }
+                for state in states
+            ],
+        )
+        return
+    _print_table(
+        context,
+        ["NODE", "ADDRESS", "VERSION", "HEARTBEAT", "SESSIONS", "LEASES", "SPOOL", "STATUS"],
+        [
+            [
+                state.name,
+                state.address,
+                state.version,
+                f"{(now - state.heartbeat_at).total_seconds():.0f} s ago",
+                state.sessions,
+                live[state.name],
+                state.spool_depth,
+                state.status(now, dead_after)
+                + (f" by {state.adopted_by}" if state.adopted_by else ""),
+            ]
+            for state in states
+        ],
+        empty="no node has run on this database",
+    )
 
 
 # --- Output ---
@@ -462,6 +543,17 @@ def _parser() -> argparse.ArgumentParser:
         lease, "reclaim", _lease_reclaim, "end every lease of a node that is gone for good"
     )
     reclaim.add_argument("--node", metavar="NAME", required=True)
+
+    node = commands.add_parser("node", help="the nodes sharing this database").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    command(
+        node,
+        "list",
+        _node_list,
+        "every node: address, version, heartbeat age, sessions, leases, spool, alive or dead",
+        lists=True,
+    )
     node_admin.add_commands(commands)
     return parser
 

@@ -25,7 +25,6 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -38,10 +37,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aaa.radius.adoption import write_stops
+from aaa.radius.adoption import Adopted, adopt_dead, write_stops
 from lns.db import nodes
 from lns.db.executor import SqlExecutor
-from lns.pool import allocator
 from lns.pool.allocator import LEASE_CHANNEL
 from lns.pool.models import PoolAddress
 from lns.sessions.supervisor import SessionSupervisor
@@ -81,27 +79,6 @@ def process_gone(host: str, pid: int) -> bool:
     except PermissionError:
         return False
     return False
-
-
-@dataclass(frozen=True, slots=True)
-class Adopted:
-    """A dead node this node claimed: its Stops written, its leases ended."""
-
-    name: str
-    heard_from: datetime
-    stops: int
-    leases: int
-
-
-def adopt_dead(conn: Connection, me: str, now: datetime, dead_after: float) -> list[Adopted]:
-    """Claim the dead nodes nobody adopts, and in the same transaction write the Stops of
-    their sessions into their spools and end their leases."""
-    adopted = []
-    for name, heard_from in nodes.claim_dead(conn, me, now, dead_after):
-        stops = write_stops(conn, name, heard_from)
-        leases = allocator.release_node(conn, name, now=now)
-        adopted.append(Adopted(name, heard_from, stops, leases))
-    return adopted
 
 
 def register(

@@ -8,7 +8,8 @@ get one claim between them. The adopter then, in the same transaction, writes th
 Stops of the dead node's sessions and ends its leases (the caller does that: it
 knows RADIUS and the pool), and afterwards delivers the dead node's spool and marks
 the adoption done. An adopter that dies before it is done is adopted in turn and its
-unfinished adoptions are claimed again.
+unfinished adoptions are claimed again, as are those an operator's command made
+(it writes the Stops but delivers nothing).
 
 A node starting refuses to run under the name of a live one. A crashed predecessor
 of its own on the same host (its process gone) is not live, however fresh its
@@ -32,6 +33,7 @@ __all__ = [
     "NodeIdentity",
     "NodeState",
     "adoption_done",
+    "claim",
     "claim_dead",
     "heartbeat",
     "list_nodes",
@@ -207,9 +209,12 @@ def claim_dead(
         )
         .exists()
     )
+    # An adopter that is no node (an operator's command) wrote the Stops but cannot
+    # deliver the spool: a running node takes that over.
+    adopter_no_node = ~select(adopter.c.name).where(adopter.c.name == _NODE.c.adopted_by).exists()
     unclaimed = or_(
         _NODE.c.adopted_by.is_(None),
-        and_(_NODE.c.adoption_done_at.is_(None), adopter_dead),
+        and_(_NODE.c.adoption_done_at.is_(None), or_(adopter_dead, adopter_no_node)),
     )
     candidates = conn.execute(
         select(_NODE.c.name).where(_NODE.c.name != me, dead, unclaimed)
@@ -225,6 +230,16 @@ def claim_dead(
         if row is not None:
             claimed.append((name, row.heartbeat_at))
     return claimed
+
+
+def claim(conn: Connection, name: str, adopter: str, now: datetime) -> bool:
+    """Claim one node for `adopter` (an operator's command); False if already claimed."""
+    result = conn.execute(
+        update(_NODE)
+        .where(_NODE.c.name == name, _NODE.c.adopted_by.is_(None))
+        .values(adopted_by=adopter, adopted_at=now, adoption_done_at=None)
+    )
+    return result.rowcount == 1
 
 
 def adoption_done(conn: Connection, name: str, adopter: str, now: datetime) -> bool:

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from aaa.radius import spool
-from aaa.radius.adoption import write_stops
-from lns.adapters.nodes import adopt_dead, register
+from aaa.radius.adoption import adopt_dead, write_stops
+from lns.adapters.nodes import register
 from lns.db import database, nodes
 from lns.db.models import NodeSession
 from lns.pool import admin
