@@ -4,7 +4,9 @@ Nothing is updated per packet for Prometheus: a scrape reads the live objects (t
 session records and the supervisor's counters, the L2TP endpoint and its tunnels,
 the RADIUS client's per-server counters, the data plane's drop counters) through
 one custom collector, and the database's figures (accounting spool, pools) are
-fetched on the SQL executor first. Names follow Prometheus's conventions: ``lns_``
+fetched on the SQL executor first. The session records are summed a slice at a time,
+one slice per reactor turn, so that a scrape of 50,000 sessions never holds up a HELLO
+for more than a slice's worth of work. Names follow Prometheus's conventions: ``lns_``
 prefix, counters end in ``_total``, seconds and bytes.
 
     lns_info{node,version}                                    1
@@ -51,11 +53,12 @@ from twisted.internet import defer
 from lns.adapters.node_state import DatabaseFigures, NodeState
 from lns.histogram import Histogram
 from lns.l2tp.tunnel import TunnelState
-from lns.sessions.record import SessionState
+from lns.sessions.record import SessionRecord, SessionState
 
 __all__ = ["CONTENT_TYPE", "MetricsExporter", "NodeCollector"]
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+SLICE = 2000  # session records summed per reactor turn (about 2 ms of work)
 _DROPS = ("malformed", "no_route", "spoofed", "too_big")
 
 
@@ -66,6 +69,29 @@ def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
     ]
 
 
+class SessionTotals:
+    """Live sessions by (LAC, state) and their traffic, summed over records."""
+
+    __slots__ = ("by_lac", "octets_down", "octets_up", "packets_down", "packets_up")
+
+    def __init__(self) -> None:
+        self.by_lac: Counter[tuple[str, str]] = Counter()
+        self.packets_up = self.octets_up = self.packets_down = self.octets_down = 0
+
+    def add(self, records: list[SessionRecord]) -> None:
+        by_lac = self.by_lac
+        for record in records:
+            state = record.state
+            if state is SessionState.CLOSED:
+                continue  # ended since the snapshot: its traffic is in the ended total
+            by_lac[(record.context.lac_name, state.value)] += 1
+            traffic = record.traffic
+            self.packets_up += traffic.packets_up
+            self.octets_up += traffic.octets_up
+            self.packets_down += traffic.packets_down
+            self.octets_down += traffic.octets_down
+
+
 class NodeCollector:
     """A prometheus_client collector over :class:`NodeState`; ``figures`` are the
     database's, fetched just before the scrape."""
@@ -73,6 +99,7 @@ class NodeCollector:
     def __init__(self, state: NodeState) -> None:
         self.state = state
         self.figures = DatabaseFigures(error="not fetched")
+        self.totals: SessionTotals | None = None  # summed before the scrape
 
     def collect(self) -> Iterator[Metric]:
         yield from self._node()
@@ -95,15 +122,14 @@ class NodeCollector:
 
     def _sessions(self) -> Iterator[Metric]:
         supervisor = self.state.runner.supervisor
+        totals = self.totals
+        if totals is None:  # not summed ahead (a direct collect): sum them now
+            totals = SessionTotals()
+            totals.add(list(supervisor))
         by_lac = self._zero_per_lac((SessionState.SETTING_UP.value, SessionState.UP.value))
-        up_packets = up_bytes = down_packets = down_bytes = 0
-        for record in supervisor:
-            by_lac[(record.context.lac_name, record.state.value)] += 1
-            traffic = record.traffic
-            up_packets += traffic.packets_up
-            up_bytes += traffic.octets_up
-            down_packets += traffic.packets_down
-            down_bytes += traffic.octets_down
+        by_lac.update(totals.by_lac)
+        up_packets, up_bytes = totals.packets_up, totals.octets_up
+        down_packets, down_bytes = totals.packets_down, totals.octets_down
         sessions = GaugeMetricFamily(
             "lns_sessions", "Live sessions by LAC and state", labels=["lac", "state"]
         )
@@ -277,10 +303,33 @@ class MetricsExporter:
         self.registry.register(ProcessCollector(registry=None))
 
     def scrape(self) -> defer.Deferred[bytes]:
-        """The text exposition, once the database's figures are in (or known missing)."""
+        """The text exposition, once the database's figures are in (or known missing) and
+        the sessions summed."""
+        figures: list[DatabaseFigures] = []
 
-        def render(figures: DatabaseFigures) -> bytes:
-            self.collector.figures = figures
-            return generate_latest(self.registry)
+        def render(totals: SessionTotals) -> bytes:
+            self.collector.figures = figures[0]
+            self.collector.totals = totals
+            try:
+                return generate_latest(self.registry)
+            finally:
+                self.collector.totals = None
 
-        return self.state.database_figures().addCallback(render)
+        d = self.state.database_figures().addCallback(figures.append)
+        return d.addCallback(lambda _: self._sum_sessions()).addCallback(render)
+
+    def _sum_sessions(self) -> defer.Deferred[SessionTotals]:
+        records = list(self.state.runner.supervisor)  # a snapshot: sessions come and go
+        totals = SessionTotals()
+        done: defer.Deferred[SessionTotals] = defer.Deferred()
+        clock = self.state.clock
+
+        def next_slice(start: int) -> None:
+            totals.add(records[start : start + SLICE])
+            if start + SLICE < len(records):
+                clock.callLater(0, next_slice, start + SLICE)
+            else:
+                done.callback(totals)
+
+        next_slice(0)
+        return done
