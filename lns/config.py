@@ -33,6 +33,7 @@ __all__ = [
     "L2tpSection",
     "LacConfig",
     "LnsSection",
+    "LogSection",
     "ManagementSection",
     "PppSection",
     "RadiusServer",
@@ -125,7 +126,8 @@ class LacConfig:
 
 @dataclass(frozen=True, slots=True)
 class L2tpSection:
-    listen_host: str = "0.0.0.0"
+    # Loopback unless configured: a node reachable from elsewhere is a decision.
+    listen_host: str = "127.0.0.1"
     listen_port: int = 1701
     hostname: str = "lns"
     hello_interval: float = 60.0
@@ -218,7 +220,8 @@ class DatabaseSection:
 
 @dataclass(frozen=True, slots=True)
 class DataplaneSection:
-    mode: str = "tun"
+    # No TUN device unless configured: it needs CAP_NET_ADMIN and changes the host's routes.
+    mode: str = "none"
     tun_name: str = "lns0"
     mss_clamp: bool = True
 
@@ -234,6 +237,15 @@ class ManagementSection:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSection:
+    # None: standard output (systemd's journal); else a file rotated at `max_bytes`.
+    file: str | None = None
+    max_bytes: int = 10 * 1024 * 1024
+    keep: int = 5  # rotated files kept beside the current one
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     lns: LnsSection = field(default_factory=LnsSection)
     l2tp: L2tpSection = field(default_factory=L2tpSection)
@@ -242,6 +254,7 @@ class Config:
     database: DatabaseSection = field(default_factory=DatabaseSection)
     dataplane: DataplaneSection = field(default_factory=DataplaneSection)
     management: ManagementSection | None = None  # no API without a [management] section
+    log: LogSection = field(default_factory=LogSection)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -627,6 +640,13 @@ def _interface_name(value: object) -> str:
     return name
 
 
+def _log_file(value: object) -> str:
+    path = _string(value)
+    if path.endswith("/") or os.path.basename(path) in (".", ".."):
+        raise _Invalid(f"expected a file path, got {_show(value)}")
+    return path
+
+
 def _database_url(value: object) -> str:
     # The URL may hold a password, so it is never quoted back.
     if not isinstance(value, str) or not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):
@@ -895,6 +915,19 @@ _CONFIG = _Spec(
                     "metrics_public": _Key(_boolean),
                 },
                 finish=_finish_management,
+            )
+        ),
+        "log": _Sub(
+            _Spec(
+                LogSection,
+                "[log]",
+                {
+                    "file": _Key(_log_file),
+                    # Below 64 KiB a burst of lines would rotate the files away at once.
+                    "max_bytes": _Key(_integer(64 * 1024)),
+                    "keep": _Key(_integer(1, 1000)),
+                    "level": _Key(_one_of("debug", "info", "warn", "error")),
+                },
             )
         ),
     },

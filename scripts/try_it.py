@@ -11,6 +11,9 @@
    holds them up while it shows them with ``lns-admin lease list`` and ``pool list``;
 4. lets the sessions go and stops everything. With ``--keep`` the working directory
    (config, database, logs) stays for a look; its path is printed.
+
+``--radius-only`` starts only the FreeRADIUS, on 127.0.0.1:1812 and 1813 with the
+secret of ``examples/lns.toml`` (whose RADIUS server it is), until interrupted.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ L2TP_SECRET = "try-it-l2tp-secret"
 ICCID_START = 8944000000000000001
 POOL = "100.64.0.0/22"
 HOLD = 20.0
+EXAMPLE_AUTH_PORT, EXAMPLE_ACCT_PORT = 1812, 1813  # [[aaa.radius]] of examples/lns.toml
 
 
 def users(count: int) -> str:
@@ -68,11 +72,50 @@ def run(title: str, *command: str) -> None:
     subprocess.run(command, check=True)
 
 
+def radius_only(sessions: int) -> int:
+    try:
+        binary = ensure_freeradius()
+    except FreeRadiusError as exc:
+        print(f"FreeRADIUS is needed and could not be installed: {exc}", file=sys.stderr)
+        return 2
+    radius = FreeRadius(RADIUS_SECRET, users(sessions), EXAMPLE_AUTH_PORT, EXAMPLE_ACCT_PORT)
+    try:
+        radius.start(binary)
+    except FreeRadiusError as exc:
+        print(f"FreeRADIUS did not start: {exc}", file=sys.stderr)
+        return 1
+    last = ICCID_START + sessions - 1
+    print(
+        f"FreeRADIUS on 127.0.0.1:{EXAMPLE_AUTH_PORT} (auth) and {EXAMPLE_ACCT_PORT} (acct), "
+        f"secret {RADIUS_SECRET!r}, SIMs {ICCID_START} to {last} (password = ICCID); "
+        "Ctrl-C stops it",
+        flush=True,
+    )
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT is ignored in a background job
+        signal.signal(signum, signal.default_int_handler)
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        radius.stop()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument(
+        "--radius-only",
+        action="store_true",
+        help="only the demo FreeRADIUS, on 127.0.0.1:1812/1813: the RADIUS server of "
+        "examples/lns.toml; Ctrl-C stops it",
+    )
     args = parser.parse_args()
+    if args.radius_only:
+        return radius_only(args.sessions)
     for tool in ("lns-admin", "lns-loadgen", "twistd"):
         if shutil.which(tool) is None:
             print(f"{tool} is not installed: run `pip install .` first", file=sys.stderr)

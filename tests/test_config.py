@@ -21,6 +21,7 @@ from lns.config import (
     L2tpSection,
     LacConfig,
     LnsSection,
+    LogSection,
     ManagementSection,
     PppSection,
     Secret,
@@ -65,10 +66,10 @@ def test_example_loads_with_expected_values():
     assert config.ppp.dns == (ipaddress.IPv4Address("192.0.2.53"),)
     assert config.ppp.auth == ("chap", "pap")
     aaa = config.aaa
-    assert aaa.require_message_authenticator is True
+    assert aaa.require_message_authenticator is False  # the demo FreeRADIUS does not sign
     (server,) = aaa.radius
     assert server.address == ipaddress.ip_address("127.0.0.1")
-    assert server.secret.value == b"testing123"
+    assert server.secret.value == b"try-it-radius-secret"
     assert (server.auth_port, server.acct_port, server.timeout, server.retries) == (
         1812,
         1813,
@@ -78,7 +79,7 @@ def test_example_loads_with_expected_values():
     assert aaa.dynauth is not None
     assert (aaa.dynauth.listen_host, aaa.dynauth.listen_port) == ("127.0.0.1", 3799)
     assert [client.address for client in aaa.dynauth.clients] == [ipaddress.ip_address("127.0.0.1")]
-    assert config.database == DatabaseSection(url="sqlite:///lns.db")
+    assert config.database == DatabaseSection(url="sqlite:////tmp/lns-example.db")
     assert config.dataplane.mode == "none"
     assert config.management.token is not None
 
@@ -109,7 +110,8 @@ def test_empty_document_gives_the_defaults():
     assert config == Config()
     assert config.lns.node_name == "lns-1"
     assert config.l2tp == L2tpSection()
-    assert (config.l2tp.listen_host, config.l2tp.listen_port) == ("0.0.0.0", 1701)
+    # Safe defaults (issue 16): loopback only, no TUN device.
+    assert (config.l2tp.listen_host, config.l2tp.listen_port) == ("127.0.0.1", 1701)
     assert config.l2tp.lacs == ()
     assert config.ppp == PppSection()
     assert config.ppp.local_address == ipaddress.IPv4Address("100.64.0.1")
@@ -117,8 +119,9 @@ def test_empty_document_gives_the_defaults():
     assert config.aaa == AaaSection()
     assert config.aaa.dynauth is None
     assert config.database.url == "sqlite:///lns.db"
-    assert config.dataplane == DataplaneSection(mode="tun", tun_name="lns0", mss_clamp=True)
+    assert config.dataplane == DataplaneSection(mode="none", tun_name="lns0", mss_clamp=True)
     assert config.management is None  # no management API unless the section is given
+    assert config.log == LogSection(file=None, max_bytes=10 * 1024 * 1024, keep=5, level="info")
 
 
 def test_empty_sections_give_the_defaults():
@@ -311,6 +314,14 @@ ERRORS = [
     ({"dataplane": {"tun_name": "lns/0"}}, "[dataplane] tun_name: not a valid"),
     ({"dataplane": {"mss_clamp": 0}}, "[dataplane] mss_clamp: expected true or false"),
     ({"management": {"token": ""}}, "[management] token: must not be empty"),
+    ({"log": {"file": ""}}, "[log] file: must not be empty"),
+    ({"log": {"file": "/var/log/"}}, "[log] file: expected a file path"),
+    ({"log": {"max_bytes": 1000}}, "[log] max_bytes: must be >= 65536, got 1000"),
+    ({"log": {"keep": 0}}, "[log] keep: must be between 1 and 1000, got 0"),
+    (
+        {"log": {"level": "verbose"}},
+        '[log] level: expected one of "debug", "info", "warn", "error"',
+    ),
     ({"management": {"port": 8080}}, "[management] port: unknown key"),
     (
         {"management": {"listen": "0.0.0.0:8080"}},
