@@ -484,11 +484,20 @@ class DynamicAuthorizationService(service.Service):
         )
         return cls(server, reactor, section.listen_host, section.listen_port)
 
+    def privilegedStartService(self) -> None:
+        # Bound before the node starts anything else (lns.adapters.startup).
+        service.Service.privilegedStartService(self)
+        self._listen()
+
     def startService(self) -> None:
         service.Service.startService(self)
-        self.port = self.reactor.listenUDP(
-            self.port_number, self.server, interface=self.host, maxPacketSize=MAX_DATAGRAM
-        )
+        self._listen()
+
+    def _listen(self) -> None:
+        if self.port is None:
+            self.port = self.reactor.listenUDP(
+                self.port_number, self.server, interface=self.host, maxPacketSize=MAX_DATAGRAM
+            )
 
     def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)

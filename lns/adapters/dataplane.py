@@ -138,7 +138,12 @@ class DataPlane:
 
 
 class DataPlaneService(service.Service):
-    """Opens and configures the TUN device at start, closes it at stop."""
+    """Opens and configures the TUN device at start, closes it at stop.
+
+    The device is opened and given its address in ``privilegedStartService``, while
+    twistd may still be root (STYLE.md section 4): a node without CAP_NET_ADMIN stops
+    there (lns.adapters.startup), before it starts anything else.
+    """
 
     log = Logger()
 
@@ -148,13 +153,31 @@ class DataPlaneService(service.Service):
         self.dataplane = dataplane
         self.local_address = local_address
         self.mtu = mtu
+        self._opened = False
+        self._stale_routes = 0
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        self._open()
+
+    def _open(self) -> None:
+        device, network = self.dataplane.device, self.dataplane.network
+        if self._opened or device is None or network is None:
+            return
+        device.open()
+        try:
+            network.configure(self.local_address, self.mtu)
+            self._stale_routes = network.flush_routes()
+        except Exception:
+            network.close()
+            device.close()
+            raise
+        self._opened = True
 
     def startService(self) -> None:
         device, network = self.dataplane.device, self.dataplane.network
         if device is not None and network is not None:
-            device.open()
-            network.configure(self.local_address, self.mtu)
-            stale = network.flush_routes()
+            self._open()
             # Per-session routes without waiting on the reactor; TunNetwork's
             # synchronous netlink stays for start and stop.
             routes = RouteChanges(
@@ -169,7 +192,7 @@ class DataPlaneService(service.Service):
                 name=device.name,
                 address=str(self.local_address),
                 mtu=self.mtu,
-                stale=stale,
+                stale=self._stale_routes,
             )
         else:
             self.log.info("data plane: no TUN device (mode none): IP packets counted and dropped")
@@ -181,8 +204,10 @@ class DataPlaneService(service.Service):
         if isinstance(self.dataplane.routes, RouteChanges):
             self.dataplane.routes.close()
         self.dataplane.routes = None
-        if network is not None:
+        if self._opened and network is not None:
             network.flush_routes()
+        self._opened = False
+        if network is not None:
             network.close()
         if device is not None:
             device.close()

@@ -19,7 +19,7 @@ from typing import Protocol
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from lns.adapters.udp import Address, PktinfoUdpPort
 from lns.l2tp.avp import ResultCode
@@ -90,17 +90,28 @@ class L2tpService(service.Service):
 
     # --- lifecycle ---------------------------------------------------------------
 
+    def privilegedStartService(self) -> None:
+        # Bound before the node starts anything else (lns.adapters.startup).
+        self._bind()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+
     def startService(self) -> None:
-        host, port = self.listen
-        self.port = PktinfoUdpPort(host, port, self, IReactorFDSet(self.reactor))
-        self.port.start()
+        port = self._bind()
         self.log.info(
             "L2TP listening on {host}:{port} ({lacs} LAC entries)",
-            host=host,
-            port=self.port.port,
+            host=self.listen[0],
+            port=port.port,
             lacs=len(self.endpoint.lacs),
         )
         super().startService()  # type: ignore[no-untyped-call]
+
+    def _bind(self) -> PktinfoUdpPort:
+        if self.port is None:
+            host, port = self.listen
+            bound = PktinfoUdpPort(host, port, self, IReactorFDSet(self.reactor))
+            bound.start()
+            self.port = bound
+        return self.port
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
@@ -284,7 +295,11 @@ class L2tpService(service.Service):
                     suppressed=limit.suppressed,
                 )
         elif isinstance(effect, PacketDropped) and (limit := self._limited("dropped")):
-            self.log.warn(
+            # Packets for a session we just cleared keep coming until the LAC has our
+            # CDN (its device still sends): expected, so not a warning.
+            level = LogLevel.debug if effect.counter == "unknown_session" else LogLevel.warn
+            self.log.emit(
+                level,
                 "dropped a packet from {peer_host}:{peer_port} ({counter}): {reason}"
                 " [{suppressed} more not logged]",
                 peer_host=effect.peer[0],

@@ -33,9 +33,11 @@ from lns.adapters.nodes import (
 )
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
 from lns.adapters.sessions import AddressAllocator, Authenticator, SessionRunner
+from lns.adapters.startup import Startup, StartupError
 from lns.config import Config
 from lns.db import database
 from lns.db.executor import SqlExecutor, SqlExecutorService
+from lns.db.nodes import NodeAlive
 from lns.l2tp.endpoint import LacMatch, LnsEndpoint
 from lns.l2tp.reliable import RetransmitPolicy
 from lns.l2tp.tunnel import LacPeer, TunnelSettings
@@ -122,6 +124,9 @@ class NodeService(service.MultiService):
     plane before L2TP; stops in the reverse order, L2TP first (StopCCN to every LAC,
     sessions closed, routes removed, Stop records spooled, leases released), the
     database last.
+
+    With a `Startup` (lns.adapters.startup), a socket or device that cannot be opened
+    and an unusable database are a StartupError, raised before any thread starts.
     """
 
     def __init__(
@@ -136,8 +141,10 @@ class NodeService(service.MultiService):
         sessions: SessionRunner | None = None,
         management: ManagementService | None = None,
         liveness: NodeLivenessService | None = None,
+        startup: Startup | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.startup = startup
         self.l2tp = l2tp
         self.pool = pool
         self.radius = radius
@@ -165,13 +172,33 @@ class NodeService(service.MultiService):
         for child in self._order:
             child.setServiceParent(self)
 
+    def privilegedStartService(self) -> None:
+        # Sockets and the TUN device, while twistd may still be root (STYLE.md section 4).
+        service.Service.privilegedStartService(self)
+        for child in self._order:
+            try:
+                child.privilegedStartService()
+            except Exception as exc:
+                if self.startup is None:
+                    raise
+                raise self.startup.failure(child, exc) from exc
+
     def startService(self) -> None:
+        if self.startup is not None:
+            self.startup.begin()  # the database, before any service starts a thread
         if self.liveness is not None:
             pool = self.pool
             if isinstance(pool, AddressPoolService) and pool.migrate:
                 database.upgrade(pool.pool.engine)  # the node table must exist to register in
-            self.liveness.register()  # before anything serves: a live twin stops us here
+            try:
+                self.liveness.register()  # before anything serves: a live twin stops us here
+            except NodeAlive as exc:
+                if self.startup is None:
+                    raise
+                raise StartupError(f"[lns] node_name: {exc}") from exc
         super().startService()  # type: ignore[no-untyped-call]
+        if self.startup is not None:
+            self.startup.started()
 
     def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)
@@ -203,7 +230,10 @@ def make_service(
     executor: SqlExecutor | None = None
     pool_service: AddressPoolService | None = None
     if allocator is None:
-        engine = database.create_engine(config.database.url, pool_size=SQL_THREADS)
+        try:
+            engine = database.create_engine(config.database.url, pool_size=SQL_THREADS)
+        except database.DatabaseUrlError as exc:
+            raise StartupError(f"[database] url {exc}") from None
         executor = SqlExecutor(engine, threads=SQL_THREADS, reactor=IReactorFromThreads(reactor))
         pool = SqlAddressPool(
             executor,
@@ -288,6 +318,14 @@ def make_service(
         if config.management is not None
         else None
     )
+    startup = Startup.of_node(
+        config,
+        l2tp=l2tp,
+        dynauth=dynauth,
+        dataplane=dataplane_service,
+        management=management,
+        database=executor is not None,
+    )
     return NodeService(
         l2tp,
         pool_service,
@@ -299,6 +337,7 @@ def make_service(
         sessions,
         management,
         liveness,
+        startup,
     )
 
 
