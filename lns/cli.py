@@ -28,9 +28,9 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from aaa.radius.adoption import Adopted, take_from
-from lns import node_admin
+from lns import __version__, node_admin
 from lns.config import Config, ConfigError, LnsSection, load_config
-from lns.db import database, nodes
+from lns.db import database, nodes, preflight
 from lns.iccid import InvalidIccid, parse_iccid
 from lns.pool import admin, allocator
 from lns.pool.allocator import Lease, PoolError
@@ -79,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     url: str | None = None
     try:
         config, url = _database(args)
+        # A mistyped SQLite path must not become an empty database: only
+        # `db upgrade` creates the file.
+        creating = args.command == "db" and args.action == "upgrade"
+        preflight.require_sqlite_file(url, create=creating)
         engine = database.create_engine(url, pool_size=1)
         try:
             context = _Context(engine, config, sys.stdout, getattr(args, "json", False))
@@ -95,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         InvalidIccid,
         database.DatabaseUrlError,
         database.SchemaNotCurrent,
+        preflight.DatabaseUnusable,
     ) as exc:
         return _fail(str(exc))
     except DBAPIError as exc:
@@ -131,11 +136,9 @@ def _first_line(text: str, url: str | None) -> str:
 
 
 def _database_failure(exc: DBAPIError, url: str | None) -> str:
-    reason = _first_line(str(exc.orig), url)
-    where = database.safe_url(url) if url is not None else "the database"
-    if exc.connection_invalidated or "connect" in reason.lower() or "open" in reason.lower():
-        return f"cannot use {where}: {reason}"
-    return f"database error on {where}: {reason}"
+    if url is None:
+        return f"database error: {_first_line(str(exc.orig), url)}"
+    return f"cannot use {preflight.describe_error(exc, url)}"
 
 
 def _database(args: argparse.Namespace) -> tuple[Config | None, str]:
@@ -470,6 +473,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Manage the lns database (schema, address pools, leases) and a running"
         " node (sessions, tunnels, status).",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--config",

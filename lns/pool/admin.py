@@ -50,6 +50,8 @@ from lns.pool.models import (
 )
 
 __all__ = [
+    "AddressExcluded",
+    "AddressNotInPool",
     "AlreadyReserved",
     "InvalidRange",
     "NoLease",
@@ -97,6 +99,19 @@ class NotReserved(PoolError):
 
 class NoLease(PoolError):
     pass
+
+
+class AddressNotInPool(AddressOutsidePool):
+    """The address is outside the pool's ranges; the message says where it is instead."""
+
+    def __init__(self, address: ipaddress.IPv4Address, pool: str, detail: str) -> None:
+        PoolError.__init__(self, f"{address} is not in pool {pool!r}: {detail}")
+        self.address = address
+        self.pool = pool
+
+
+class AddressExcluded(AddressNotInPool):
+    """The address is inside a range of the pool but excluded from it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +214,10 @@ def add_range(
     check_pool_name(pool)
     network = parse_cidr(cidr)
     exclusions = sorted({_parse_exclusion(text, network) for text in exclude})
+    excluded = sum(e.num_addresses for e in ipaddress.collapse_addresses(exclusions))
+    size = network.num_addresses - excluded
+    if size == 0:
+        raise InvalidRange(f"{network} less its exclusions has no address left to hand out")
     now = _utcnow() if now is None else now
     first, last = int(network.network_address), int(network.broadcast_address)
 
@@ -257,8 +276,6 @@ def add_range(
     except IntegrityError:
         # Another `pool add` of an overlapping range committed since we looked.
         raise OverlappingRange(f"{network} overlaps a range added meanwhile") from None
-    excluded = sum(e.num_addresses for e in ipaddress.collapse_addresses(exclusions))
-    size = network.num_addresses - excluded
     info = RangeInfo(str(network), tuple(_show_network(e) for e in exclusions), size)
     return info, created
 
@@ -415,8 +432,42 @@ def _address_in_pool(
         .with_for_update()
     ).one_or_none()
     if row is None:
-        raise AddressOutsidePool(address, pool)
+        raise _not_in_pool(connection, pool_id, pool, address)
     return row.id, row.reserved_iccid, row.lease_iccid
+
+
+def _not_in_pool(
+    connection: Connection, pool_id: int, pool: str, address: ipaddress.IPv4Address
+) -> AddressNotInPool:
+    """Why `address` has no row in `pool`: excluded from one of its ranges, in another
+    pool's range, or outside every range."""
+    number = int(address)
+    covering = (PoolRange.first_number <= number, PoolRange.last_number >= number)
+    own = connection.execute(
+        select(PoolRange.id, PoolRange.cidr).where(PoolRange.pool_id == pool_id, *covering)
+    ).first()
+    if own is not None:
+        exclusions = connection.scalars(
+            select(RangeExclusion.network).where(RangeExclusion.range_id == own.id)
+        )
+        for exclusion in exclusions:
+            if address in ipaddress.ip_network(exclusion):
+                return AddressExcluded(
+                    address, pool, f"excluded from its range {own.cidr} (by {exclusion})"
+                )
+        return AddressExcluded(address, pool, f"excluded from its range {own.cidr}")
+    other = connection.execute(
+        select(Pool.name, PoolRange.cidr).join(Pool, Pool.id == PoolRange.pool_id).where(*covering)
+    ).first()
+    if other is not None:
+        return AddressNotInPool(
+            address, pool, f"it belongs to range {other.cidr} of pool {other.name!r}"
+        )
+    ranges = connection.scalars(
+        select(PoolRange.cidr).where(PoolRange.pool_id == pool_id).order_by(PoolRange.first_number)
+    ).all()
+    inside = ", ".join(ranges) if ranges else "none"
+    return AddressNotInPool(address, pool, f"outside its ranges ({inside})")
 
 
 def reserve(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import lns
 from lns import cli
 from lns.db import database
 from lns.testing.config import ConfigBuilder
@@ -67,6 +68,16 @@ def admin(capsys: pytest.CaptureFixture[str], sqlite_url: str) -> Admin:
 
 def test_db_upgrade_creates_the_schema_and_db_current_reports_it(capsys, empty_sqlite_url):
     admin = Admin(capsys, empty_sqlite_url)
+    assert "upgraded from revision none to" in admin.ok("db", "upgrade")
+    assert admin.ok("db", "current") == f"{database.head()} (head)\n"
+    assert "already at revision" in admin.ok("db", "upgrade")
+    # Created by `db upgrade` for the owner alone (SQLite gives its -wal and -shm the same).
+    assert (Path(empty_sqlite_url.removeprefix("sqlite:///")).stat().st_mode & 0o777) == 0o600
+
+
+def test_db_current_of_an_empty_database_says_none(capsys, empty_sqlite_url):
+    Path(empty_sqlite_url.removeprefix("sqlite:///")).touch()
+    admin = Admin(capsys, empty_sqlite_url)
     assert (
         admin.ok("db", "current")
         == f"none (head is {database.head()}: run `lns-admin db upgrade`)\n"
@@ -76,14 +87,28 @@ def test_db_upgrade_creates_the_schema_and_db_current_reports_it(capsys, empty_s
         "head": database.head(),
         "current": False,
     }
-    assert "upgraded from revision none to" in admin.ok("db", "upgrade")
-    assert admin.ok("db", "current") == f"{database.head()} (head)\n"
-    assert "already at revision" in admin.ok("db", "upgrade")
 
 
 def test_pool_and_lease_commands_need_a_migrated_database(capsys, empty_sqlite_url):
+    Path(empty_sqlite_url.removeprefix("sqlite:///")).touch()
     admin = Admin(capsys, empty_sqlite_url)
     assert "run `lns-admin db upgrade`" in admin.refused("pool", "list")
+
+
+@pytest.mark.parametrize("command", [("pool", "list"), ("db", "current"), ("lease", "list")])
+def test_a_missing_sqlite_file_is_an_error_and_is_not_created(capsys, tmp_path, command):
+    # A mistyped path must not become an empty database: only `db upgrade` creates one.
+    path = tmp_path / "missing.db"
+    admin = Admin(capsys, f"sqlite:///{path}")
+    assert admin.refused(*command) == (
+        f"lns-admin: sqlite:///{path}: no database file {path} (`lns-admin db upgrade` creates it)"
+    )
+    assert not path.exists()
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"lns-admin {lns.__version__}\n"
 
 
 # --- pool add / list / show ---
@@ -431,7 +456,7 @@ def test_an_unreachable_database_is_one_line_without_the_password(admin):
 
 def test_an_unopenable_sqlite_file_is_one_line(admin, tmp_path):
     url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
-    assert "unable to open database file" in admin.refused("db", "upgrade", url=url)
+    assert admin.refused("db", "upgrade", url=url).endswith("/no/such does not exist")
 
 
 @pytest.mark.parametrize(

@@ -273,7 +273,7 @@ class PoolMachine(RuleBasedStateMachine):
         except PoolError as exc:
             refusal = exc
         if expected is not None:
-            assert type(refusal) is expected, (refusal, expected)
+            assert isinstance(refusal, expected), (refusal, expected)
             return
         assert refusal is None, refusal
         assert a is not None
