@@ -60,6 +60,7 @@ def summarize(stats: RunStats) -> Summary:
         "server": stats.server,
         "lns": stats.server.split(","),
         "ok": stats.ok,
+        "problems": stats.problems(),
         "interrupted": stats.interrupted,
         "duration_s": round(duration, 3),
         "tunnels": {
@@ -255,9 +256,7 @@ def format_table(summary: Summary) -> str:
             + f", max RSS {loadgen['max_rss_mib']:.0f} MiB",
         )
     )
-    verdict = "OK" if summary["ok"] else "FAILED"
-    if summary["interrupted"]:
-        verdict += " (interrupted)"
+    verdict = "OK" if summary["ok"] else "FAILED: " + "; ".join(summary["problems"])
     rows.append(("result", verdict))
     width = max(len(label) for label, _ in rows)
     return "".join(f"{label:<{width}}  {value}".rstrip() + "\n" for label, value in rows)

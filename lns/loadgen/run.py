@@ -603,8 +603,8 @@ class LoadRun(LacObserver):
         self._tunnels_up.append(tunnel)
 
     def tunnel_closed(self, tunnel: SimulatedTunnel, now: float) -> None:
-        if self.phase in ("teardown", "done"):
-            return
+        if self.phase == "done" or (self.phase == "teardown" and self._teardown_step == "stopccn"):
+            return  # our own StopCCN, or one crossing it
         if tunnel not in self._waiting and tunnel not in self._tunnels_up:
             return  # lost already
         if tunnel.result is not None:
@@ -613,6 +613,12 @@ class LoadRun(LacObserver):
             reason = f"no SCCRP after {self.options.retries} retransmissions of the SCCRQ"
         else:
             reason = tunnel.failure or "closed"
+        if self.phase == "teardown":
+            # The LNS closed it while we cleared its calls: a failure, with nothing to move.
+            self._tunnels_up.remove(tunnel)
+            self.stats.tunnel_failures.add(f"closed during teardown: {reason}")
+            self.progress.note(f"tunnel {tunnel.tunnel_id}: {reason}")
+            return
         self._tunnel_lost(tunnel, reason, now)
 
     def call_opened(self, call: SimulatedCall, now: float) -> None:

@@ -234,11 +234,50 @@ class RunStats:
 
     @property
     def ok(self) -> bool:
-        """Every session came up and stayed up, and answered pings when asked to ping."""
-        return (
-            not self.interrupted
-            and self.sessions_established == self.sessions_requested
-            and self.drops.total() == 0
-            and all(f.complete for f in self.failovers)
-            and (self.ping_target is None or self.sessions_unanswered == 0)
-        )
+        """Every tunnel and session came up and stayed up, and answered pings when asked to."""
+        return not self.problems()
+
+    def problems(self) -> list[str]:
+        """What went wrong, one phrase each with its most frequent reason; [] for a good run."""
+        problems = []
+        if self.interrupted:
+            problems.append("interrupted")
+        tunnels_failed = self.tunnel_failures.total()
+        # A run that failed over judges by its SIMs coming back (below): a tunnel to an
+        # alternate that failed while the SIMs waited for another LNS cost no session.
+        if tunnels_failed and not self.failovers:
+            problems.append(
+                f"{tunnels_failed} of {self.tunnels_requested} tunnels failed"
+                f"{_top(self.tunnel_failures)}"
+            )
+        if self.sessions_failed:
+            problems.append(
+                f"{self.sessions_failed} of {self.sessions_requested} sessions failed"
+                f"{_top(self.failures)}"
+            )
+        never = self.sessions_requested - self.sessions_established - self.sessions_failed
+        if never > 0:
+            problems.append(f"{never} sessions not attempted")
+        dropped = self.drops.total()
+        if dropped:
+            problems.append(f"{dropped} sessions dropped after setup{_top(self.drops)}")
+        for failover in self.failovers:
+            if not failover.complete:
+                missing = failover.sims_lost - failover.sims_back
+                problems.append(
+                    f"{missing} of {failover.sims_lost} SIMs not back after the failover "
+                    f"from {failover.lns}{_top(failover.not_back)}"
+                )
+        if self.ping_target is not None and self.sessions_unanswered:
+            problems.append(f"{self.sessions_unanswered} sessions got no echo reply")
+        return problems
+
+
+def _top(reasons: Reasons) -> str:
+    """The most frequent reason after a colon, and how many others there are."""
+    common = reasons.most_common()
+    if not common:
+        return ""
+    others = len(common) - 1
+    more = "" if not others else f" (and {others} other reason{'s' if others > 1 else ''})"
+    return f": {common[0][0]}{more}"

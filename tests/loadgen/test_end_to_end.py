@@ -88,8 +88,9 @@ def test_progress_summary_and_failures_by_reason(tmp_path: Path, lns_server):
     # The summary table on stdout.
     table = done.stdout
     assert "5 requested, 5 attempted, 2 established, 3 failed" in table
-    failed = [line for line in table.splitlines() if "failed: CDN" in line]
+    failed = [line for line in table.splitlines() if line.strip().startswith("3  failed: CDN")]
     assert len(failed) == 1
-    assert failed[0].split()[0] == "3"
     assert "failed: CDN 2/0: authentication failed" in failed[0]
-    assert table.splitlines()[-1].split() == ["result", "FAILED"]
+    # The verdict names the failure and its reason.
+    assert table.splitlines()[-1].split()[:2] == ["result", "FAILED:"]
+    assert "3 of 5 sessions failed: CDN 2/0: authentication failed" in table.splitlines()[-1]

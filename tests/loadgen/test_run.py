@@ -256,3 +256,36 @@ def test_interrupt_tears_down_and_marks_the_run():
         result.sessions_attempted - result.sessions_established
     )
     assert "interrupted" in out.getvalue()
+
+
+def test_a_tunnel_the_lns_closes_during_teardown_fails_the_run():
+    # Every session came up, then the LNS stopped the tunnels (StopCCN 6) while the LAC
+    # was still clearing its calls: not a run to call OK.
+    lns = FakeLns(SECRET)
+    reactor = FakeReactor()
+    load = LoadRun(replace(BASE, sessions=4, hold=1.0), reactor, Progress(io.StringIO(), tty=False))
+    done = load.start()
+    pump(reactor, lns, load, limit=reactor.seconds() + 0.5)
+    assert load.phase == "hold"
+    while load.phase == "hold":
+        reactor.advance(0.05)
+    assert load.phase == "teardown"
+    lns.endpoint.shutdown(reactor.seconds())
+    pump(reactor, lns, load)
+    stats: list[RunStats] = []
+    done.addCallback(stats.append)
+    (result,) = stats
+    assert result.sessions_established == 4
+    assert not result.ok
+    (problem,) = result.problems()
+    assert (
+        problem
+        == "2 of 2 tunnels failed: closed during teardown: StopCCN 6/0: LNS is shutting down"
+    )
+
+
+def test_problems_name_each_failure_with_its_most_frequent_reason():
+    lns = FakeLns(SECRET, refuse=lambda iccid: "barred" if int(iccid) % 4 == 0 else None)
+    stats, _, _ = run_against(lns)
+    (problem,) = stats.problems()
+    assert problem == "5 of 20 sessions failed: CDN 2/0: authentication failed: barred"
