@@ -39,3 +39,22 @@ class GeneralError(enum.IntEnum):
     VENDOR_SPECIFIC = 6
     TRY_ANOTHER = 7
     UNKNOWN_MANDATORY_AVP = 8
+
+
+def describe(result: int, error: int = 0, *, codes: type[enum.IntEnum] = CdnResult) -> str:
+    """ "result 3 (administrative)", with " error 4 (insufficient resources)" when one is
+    given: the numbers the RFC defines, and in words for the operator reading the log.
+
+    `codes` is the message's table: CdnResult for a CDN, StopCcnResult for a StopCCN.
+    """
+    text = f"result {result} ({_words(codes, result)})"
+    if error:
+        text += f" error {error} ({_words(GeneralError, error)})"
+    return text
+
+
+def _words(codes: type[enum.IntEnum], value: int) -> str:
+    try:
+        return codes(value).name.lower().replace("_", " ")
+    except ValueError:
+        return "unknown"

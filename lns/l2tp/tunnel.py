@@ -71,7 +71,7 @@ from lns.l2tp.effects import (
 from lns.l2tp.header import CONTROL_HEADER_LENGTH, ControlPacket, encode_control
 from lns.l2tp.message import decode_message, encode_message
 from lns.l2tp.reliable import ReliableChannel, RetransmitPolicy
-from lns.l2tp.result import CdnResult, GeneralError, StopCcnResult
+from lns.l2tp.result import CdnResult, GeneralError, StopCcnResult, describe
 from lns.l2tp.session import CallState, IncomingCall
 from lns.l2tp.wire import MalformedPacket
 
@@ -487,7 +487,7 @@ class ControlConnection:
                 call.session_id,
                 call.iccid,
                 code,
-                f"CDN from the LAC: {_describe(code)}",
+                f"CDN from the LAC: {_describe(code, CdnResult)}",
                 by_peer=True,
                 was_established=was_established,
             )
@@ -681,10 +681,8 @@ def _cdn_from(stop: ResultCode) -> ResultCode:
     return ResultCode(CdnResult.GENERAL_ERROR, stop.error, stop.message)
 
 
-def _describe(result: ResultCode) -> str:
-    text = f"result {result.result}"
-    if result.error:
-        text += f" error {result.error}"
+def _describe(result: ResultCode, codes: type[enum.IntEnum] = StopCcnResult) -> str:
+    text = describe(result.result, result.error or 0, codes=codes)
     if result.message:
         text += f": {result.message}"
     return text
