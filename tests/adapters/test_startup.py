@@ -14,7 +14,7 @@ from lns.adapters.services import make_service
 from lns.adapters.startup import StartupError, explain_os_error, startup_warnings
 from lns.adapters.tun import TunError
 from lns.config import parse_config
-from tests.integration.ports import free_udp_port
+from lns.testing.ports import free_udp_port
 
 
 def test_an_empty_config_warns_of_no_lac_and_no_radius():

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 import lns
-from tests.integration.ports import free_udp_port
-from tests.processes import twistd_command, working_tree_env
+from lns.testing.ports import free_udp_port
+from lns.testing.processes import twistd_command, working_tree_env
 
 pytestmark = pytest.mark.integration
 
