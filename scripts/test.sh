@@ -12,6 +12,9 @@ if need tshark || need ip || need ping || need freeradius || need radclient; the
 fi
 python -m pip install --quiet --disable-pip-version-check '.[test]'
 
+# The PostgreSQL tests run against $LNS_TEST_POSTGRES_URL, else against a local server
+# (postgresql+psycopg://postgres@127.0.0.1:5432/test) when one answers there; otherwise
+# pytest's summary names why they were skipped.
 ruff check .
 ruff format --check .
 mypy

@@ -106,6 +106,9 @@ def radius_only(sessions: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument(
+        "--hold", type=float, default=HOLD, help=f"seconds the sessions stay up (default {HOLD:g})"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument(
         "--radius-only",
@@ -168,7 +171,7 @@ def main() -> int:
             "--iccid-start",
             str(ICCID_START),
             "--hold",
-            str(HOLD),
+            f"{args.hold:g}",
         ]
         print(f"\n$ {' '.join(command)}", flush=True)
         loadgen = subprocess.Popen(command)

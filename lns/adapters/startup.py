@@ -105,6 +105,27 @@ class Startup:
         self.ip_forward = ip_forward
         self._where: dict[object, str] = {}
 
+    @classmethod
+    def of_node(
+        cls,
+        config: Config,
+        *,
+        l2tp: object,
+        dynauth: object | None,
+        dataplane: object,
+        database: bool,
+    ) -> Startup:
+        """The checks of a node whose services are these (`database`: it has an SQL pool)."""
+        startup = cls(config, check_database=database)
+        l2tp_key = _address(config.l2tp.listen_host, config.l2tp.listen_port)
+        startup.where(l2tp, f"[l2tp] listen {l2tp_key}")
+        if dynauth is not None and config.aaa.dynauth is not None:
+            section = config.aaa.dynauth
+            key = _address(section.listen_host, section.listen_port)
+            startup.where(dynauth, f"[aaa.dynauth] listen {key}")
+        startup.where(dataplane, f"[dataplane] tun_name {config.dataplane.tun_name}")
+        return startup
+
     def where(self, child: object, key: str) -> None:
         """Name the configuration key behind a service, for its start-up failures."""
         self._where[child] = key
@@ -143,3 +164,7 @@ class Startup:
         self.log.info(
             "lns {version} up: node {node}", version=__version__, node=self.config.lns.node_name
         )
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -2,13 +2,14 @@
 
 SQLite: a file in tmp_path, copied from one migrated once per session (so every
 test starts from the schema the migrations make, cheaply). PostgreSQL: the
-server named by LNS_TEST_POSTGRES_URL (set by .ci/run), each test in a fresh
-schema of its own that is dropped afterwards; without the variable those tests
-are skipped, saying why.
+server named by LNS_TEST_POSTGRES_URL (set by .ci/run), else the local server
+at DEFAULT_POSTGRES_URL when it answers, each test in a fresh schema of its own
+that is dropped afterwards; without either those tests are skipped, saying why.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -18,20 +19,45 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from lns.db import database
 
 POSTGRES_URL_VARIABLE = "LNS_TEST_POSTGRES_URL"
+# CI's server (.ci/run); used when the variable is unset and a server answers there.
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@functools.cache
+def _local_postgres() -> tuple[str | None, str]:
+    """(DEFAULT_POSTGRES_URL if a server answers there, else None; why not)."""
+    engine = database.create_engine(f"{DEFAULT_POSTGRES_URL}?connect_timeout=2", pool_size=1)
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        text_ = str(getattr(exc, "orig", exc)).strip()
+        return None, text_.splitlines()[0] if text_ else type(exc).__name__
+    finally:
+        engine.dispose()
+    return DEFAULT_POSTGRES_URL, ""
 
 
 def postgres_base_url() -> str:
+    """LNS_TEST_POSTGRES_URL, else the local server when one answers; else a skip saying why.
+
+    A URL given explicitly that does not answer is an error, not a skip.
+    """
     url = os.environ.get(POSTGRES_URL_VARIABLE)
-    if not url:
+    if url:
+        return url
+    found, why = _local_postgres()
+    if found is None:
         pytest.skip(
-            f"{POSTGRES_URL_VARIABLE} is not set (e.g. "
-            "postgresql+psycopg://postgres@127.0.0.1:5432/test): PostgreSQL tests not run"
+            f"{POSTGRES_URL_VARIABLE} is not set and no PostgreSQL answers at "
+            f"{DEFAULT_POSTGRES_URL} ({why}): PostgreSQL tests not run"
         )
-    return url
+    return found
 
 
 @pytest.fixture(scope="session")
