@@ -22,6 +22,7 @@ from twisted.application import service
 from twisted.python import usage
 
 import twisted
+from aaa.radius.tls import TlsSetupError
 from lns import __version__
 from lns.adapters.logwriter import LogOutput, LogWriter, open_output, start_log_writer
 from lns.adapters.reload import enable_reload
@@ -98,7 +99,7 @@ def makeService(options: Options) -> service.IService:
     assert isinstance(config, Config)
     try:
         node = make_service(config)
-    except StartupError as exc:
+    except (StartupError, TlsSetupError) as exc:  # TlsSetupError: RadSec files unusable
         raise SystemExit(f"{PROG}: cannot start: {exc}") from None
     enable_reload(node, config, options["config"])  # SIGHUP reloads the file
     # From here twistd starts the services, and a StartupError would reach the top

@@ -305,3 +305,21 @@ keep = 2
     assert "Server Shut Down." in text  # flushed at exit
     assert stat.S_IMODE(log.stat().st_mode) & 0o037 == 0  # 0640 or tighter
     assert " object at 0x" not in text
+
+
+def test_radsec_certificate_file_missing(tmp_path: Path):
+    extra = f"""
+[[aaa.radius]]
+address = "127.0.0.1"
+transport = "tls"
+ca = "{tmp_path / "ca.pem"}"
+cert = "{tmp_path / "lns.pem"}"
+key = "{tmp_path / "lns.key"}"
+"""
+    config = write_config(tmp_path, extra=extra)
+    run = start_failing(config)
+    assert_one_line(
+        run,
+        f"lns: {config}: [[aaa.radius]] #1 ca: cannot read '{tmp_path / 'ca.pem'}': "
+        "No such file or directory",
+    )

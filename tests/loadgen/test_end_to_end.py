@@ -94,3 +94,18 @@ def test_progress_summary_and_failures_by_reason(tmp_path: Path, lns_server):
     # The verdict names the failure and its reason.
     assert table.splitlines()[-1].split()[:2] == ["result", "FAILED:"]
     assert "3 of 5 sessions failed: CDN 2/0: authentication failed" in table.splitlines()[-1]
+
+
+def test_a_tunnel_refused_for_want_of_a_secret_is_a_failed_run(tmp_path: Path, lns_server):
+    # No --secret: the LAC cannot answer the LNS's challenge, the LNS stops the tunnel.
+    done = loadgen(
+        f"127.0.0.1:{lns_server.port}",
+        "--sessions", "3",
+        "--iccid-start", iccid(0),
+        "--timeout", "10",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    verdict = done.stdout.splitlines()[-1]
+    assert verdict.startswith("result             FAILED: 1 of 1 tunnels failed: ")
+    assert "tunnel authentication failed: no Challenge Response" in verdict
