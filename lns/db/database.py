@@ -115,7 +115,6 @@ def _sqlite_engine(url: URL) -> Engine:
             f"{safe_url(url)}: an in-memory SQLite database cannot be shared by the "
             "server's threads; name a file, e.g. 'sqlite:///lns.db'"
         )
-    _create_private(url)
     # One connection, whatever `pool_size` says. SQLite has one writer at a time
     # anyway, and threads queue for the pooled connection first come, first
     # served, where SQLite's busy handler polls with growing sleeps and can let
@@ -127,6 +126,12 @@ def _sqlite_engine(url: URL) -> Engine:
         pool_timeout=SQLITE_BUSY_TIMEOUT,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False},
     )
+
+    @event.listens_for(engine, "do_connect")
+    def _before_connect(*_: object) -> None:
+        # When SQLite is about to open (and so create) the file, not before: an
+        # engine made for a node that then fails to start leaves no file behind.
+        _create_private(url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:

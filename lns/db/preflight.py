@@ -109,12 +109,12 @@ def prepare(url: str, *, migrate: bool) -> None:
 
     Raises DatabaseUnusable with one line saying why it cannot be used.
     """
+    require_sqlite_file(url, create=migrate)
     try:
         engine = database.create_engine(url, pool_size=1)
     except database.DatabaseUrlError as exc:
         raise DatabaseUnusable(str(exc)) from None
     try:
-        require_sqlite_file(url, create=migrate)
         if migrate:
             database.upgrade(engine)
         else:
