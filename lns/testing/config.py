@@ -120,6 +120,11 @@ class ConfigBuilder:
         self._table("management").update(keys)
         return self
 
+    def log(self, **keys: Any) -> Self:
+        """``[log]``: file, max_bytes, keep, level."""
+        self._table("log").update(keys)
+        return self
+
     # --- shorthands -------------------------------------------------------------------
 
     def radius_server(self, server: RadiusEndpoint, **keys: Any) -> Self:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import lns
+from lns.testing.config import ConfigBuilder
 from lns.testing.ports import free_udp_port
 from lns.testing.processes import twistd_command, working_tree_env
 
@@ -38,22 +39,18 @@ def free_tcp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(directory: Path, *, listen: str | None = None, extra: str = "") -> Path:
-    path = directory / "lns.toml"
-    path.write_text(
-        f"""
-[l2tp]
-listen = "{listen or f"127.0.0.1:{free_udp_port()}"}"
-[[l2tp.lac]]
-name = "loopback"
-peer = "127.0.0.0/8"
-secret = "startup-test"
-[database]
-url = "sqlite:///{directory / "lns.db"}"
-{extra}
-"""
+def node(directory: Path, *, listen: str | None = None) -> ConfigBuilder:
+    """A healthy node on loopback: one LAC, SQLite in `directory`, no TUN device."""
+    return (
+        ConfigBuilder()
+        .l2tp(listen=listen or f"127.0.0.1:{free_udp_port()}")
+        .lac(name="loopback", peer="127.0.0.0/8", secret="startup-test")
+        .sqlite(directory / "lns.db")
     )
-    return path
+
+
+def write(builder: ConfigBuilder, directory: Path) -> Path:
+    return builder.write(directory / "lns.toml")
 
 
 class Run:
@@ -112,7 +109,7 @@ def test_listen_port_in_use(tmp_path: Path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        run = start_failing(write_config(tmp_path, listen=f"127.0.0.1:{port}"))
+        run = start_failing(write(node(tmp_path, listen=f"127.0.0.1:{port}"), tmp_path))
     assert_one_line(
         run,
         f"lns: cannot start: [l2tp] listen 127.0.0.1:{port}: Address already in use "
@@ -122,7 +119,7 @@ def test_listen_port_in_use(tmp_path: Path):
 
 
 def test_listen_address_not_on_this_machine(tmp_path: Path):
-    run = start_failing(write_config(tmp_path, listen="192.0.2.1:1701"))
+    run = start_failing(write(node(tmp_path, listen="192.0.2.1:1701"), tmp_path))
     assert_one_line(
         run,
         "lns: cannot start: [l2tp] listen 192.0.2.1:1701: Cannot assign requested address "
@@ -134,8 +131,8 @@ def test_dynauth_port_in_use(tmp_path: Path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        extra = f'[aaa.dynauth]\nlisten = "127.0.0.1:{port}"'
-        run = start_failing(write_config(tmp_path, extra=extra))
+        config = node(tmp_path).dynauth(listen=f"127.0.0.1:{port}")
+        run = start_failing(write(config, tmp_path))
     assert_one_line(
         run,
         f"lns: cannot start: [aaa.dynauth] listen 127.0.0.1:{port}: Address already in use "
@@ -146,7 +143,7 @@ def test_dynauth_port_in_use(tmp_path: Path):
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
 def test_tun_without_cap_net_admin(tmp_path: Path):
     name = f"lnsst{os.getpid() % 10000}"
-    config = write_config(tmp_path, extra=f'[dataplane]\nmode = "tun"\ntun_name = "{name}"')
+    config = write(node(tmp_path).dataplane(mode="tun", tun_name=name), tmp_path)
     # Root, but without CAP_NET_ADMIN in any capability set.
     drop = ("setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--")
     run = start_failing(config, *drop)
@@ -159,10 +156,8 @@ def test_tun_without_cap_net_admin(tmp_path: Path):
 
 
 def test_database_directory_missing(tmp_path: Path):
-    config = write_config(tmp_path)
     url = f"sqlite:///{tmp_path / 'gone' / 'lns.db'}"
-    config.write_text(config.read_text().replace(f"sqlite:///{tmp_path / 'lns.db'}", url))
-    run = start_failing(config)
+    run = start_failing(write(node(tmp_path).database(url=url), tmp_path))
     assert_one_line(
         run,
         f"lns: cannot start: [database] url {url}: directory {tmp_path / 'gone'} does not exist",
@@ -170,7 +165,7 @@ def test_database_directory_missing(tmp_path: Path):
 
 
 def test_database_file_missing_without_migrate_on_start(tmp_path: Path):
-    run = start_failing(write_config(tmp_path, extra="migrate_on_start = false"))
+    run = start_failing(write(node(tmp_path).database(migrate_on_start=False), tmp_path))
     path = tmp_path / "lns.db"
     assert_one_line(
         run,
@@ -182,7 +177,7 @@ def test_database_file_missing_without_migrate_on_start(tmp_path: Path):
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
 def test_database_read_only(tmp_path: Path):
-    config = write_config(tmp_path)
+    config = write(node(tmp_path), tmp_path)
     path = tmp_path / "lns.db"
     # A database made current, then made read-only. Root would write it anyway, so the
     # server runs as root without the capabilities that bypass file permissions.
@@ -203,11 +198,9 @@ def test_database_read_only(tmp_path: Path):
 
 
 def test_postgresql_unreachable(tmp_path: Path):
-    config = write_config(tmp_path)
     port = free_tcp_port()
     url = f"postgresql+psycopg://lns:pw-not-shown@127.0.0.1:{port}/lns"
-    config.write_text(config.read_text().replace(f"sqlite:///{tmp_path / 'lns.db'}", url))
-    run = start_failing(config)
+    run = start_failing(write(node(tmp_path).database(url=url), tmp_path))
     assert_one_line(
         run,
         f"lns: cannot start: [database] url postgresql+psycopg://lns:***@127.0.0.1:{port}/lns: "
@@ -267,18 +260,12 @@ def test_version():
 def test_a_healthy_node_logs_its_version_and_warnings_to_its_log_file(tmp_path: Path):
     log = tmp_path / "log" / "lns.log"
     log.parent.mkdir()
-    config = tmp_path / "lns.toml"
-    config.write_text(
-        f"""
-[l2tp]
-listen = "127.0.0.1:{free_udp_port()}"
-[database]
-url = "sqlite:///{tmp_path / "lns.db"}"
-[log]
-file = "{log}"
-max_bytes = 65536
-keep = 2
-"""
+    config = (
+        ConfigBuilder()
+        .l2tp(listen=f"127.0.0.1:{free_udp_port()}")
+        .sqlite(tmp_path / "lns.db")
+        .log(file=str(log), max_bytes=65536, keep=2)
+        .write(tmp_path / "lns.toml")
     )
     process = subprocess.Popen(
         twistd_command(config),
@@ -308,15 +295,14 @@ keep = 2
 
 
 def test_radsec_certificate_file_missing(tmp_path: Path):
-    extra = f"""
-[[aaa.radius]]
-address = "127.0.0.1"
-transport = "tls"
-ca = "{tmp_path / "ca.pem"}"
-cert = "{tmp_path / "lns.pem"}"
-key = "{tmp_path / "lns.key"}"
-"""
-    config = write_config(tmp_path, extra=extra)
+    builder = node(tmp_path).radius(
+        address="127.0.0.1",
+        transport="tls",
+        ca=str(tmp_path / "ca.pem"),
+        cert=str(tmp_path / "lns.pem"),
+        key=str(tmp_path / "lns.key"),
+    )
+    config = write(builder, tmp_path)
     run = start_failing(config)
     assert_one_line(
         run,

@@ -34,6 +34,7 @@ TABLES = {
     ("database",): "database",
     ("dataplane",): "dataplane",
     ("management",): "management",
+    ("log",): "log",
 }
 
 
