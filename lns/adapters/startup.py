@@ -5,8 +5,8 @@ every call, and keeps its LACs from failing over (issue 16). The node starts
 in two steps, both before the reactor runs:
 
 1. ``privilegedStartService`` (while twistd may still be root): the sockets are
-   bound ([l2tp] listen, [aaa.dynauth] listen) and the TUN device is opened and
-   configured. Nothing here starts a thread.
+   bound ([l2tp] listen, [aaa.dynauth] listen, [management] listen) and the TUN
+   device is opened and configured. Nothing here starts a thread.
 2. ``startService``: the database is opened, migrated or checked, and written
    to (`lns.db.preflight`), still before any thread starts; then the services
    start, the warnings are logged and the node says it is up.
@@ -113,6 +113,7 @@ class Startup:
         l2tp: object,
         dynauth: object | None,
         dataplane: object,
+        management: object | None = None,
         database: bool,
     ) -> Startup:
         """The checks of a node whose services are these (`database`: it has an SQL pool)."""
@@ -124,6 +125,9 @@ class Startup:
             key = _address(section.listen_host, section.listen_port)
             startup.where(dynauth, f"[aaa.dynauth] listen {key}")
         startup.where(dataplane, f"[dataplane] tun_name {config.dataplane.tun_name}")
+        if management is not None and config.management is not None:
+            key = _address(config.management.listen_host, config.management.listen_port)
+            startup.where(management, f"[management] listen {key}")
         return startup
 
     def where(self, child: object, key: str) -> None:

@@ -140,6 +140,19 @@ def test_dynauth_port_in_use(tmp_path: Path):
     )
 
 
+def test_management_port_in_use(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = start_failing(write(node(tmp_path).management(listen=f"127.0.0.1:{port}"), tmp_path))
+    assert_one_line(
+        run,
+        f"lns: cannot start: [management] listen 127.0.0.1:{port}: Address already in use "
+        "(another process is using this address and port)",
+    )
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
 def test_tun_without_cap_net_admin(tmp_path: Path):
     name = f"lnsst{os.getpid() % 10000}"
