@@ -189,7 +189,15 @@ class Scheduler(Protocol):
 
 @implementer(ILogObserver)
 class LogWriter:
-    """The log observer: formats events into a buffer written once per reactor turn."""
+    """The log observer: formats events into a buffer written once per reactor turn.
+
+    Safe to call from any thread, and from a signal handler: Twisted's SIGTERM
+    handler logs "Received SIGTERM" in the main thread, between any two bytecodes,
+    possibly in the middle of our own flush. So the lock is reentrant and held only
+    to add to or take the buffer, never while writing; one flush writes at a time
+    (a nested or concurrent one leaves its lines to it); and a nested call schedules
+    its flush with callFromThread, the one reactor call meant for such contexts.
+    """
 
     def __init__(
         self,
@@ -205,10 +213,12 @@ class LogWriter:
         self.level = level
         self.max_pending = max_pending
         self._in_io_thread = in_io_thread
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._calls = threading.local()  # per thread: how deep in __call__ (2: nested)
         self._pending: list[str] = []
         self._pending_size = 0
         self._scheduled = False
+        self._writing = False
         self._closed = False
         self._stopped = False  # the reactor has shut down: nothing would flush later
         self._second = -1
@@ -221,19 +231,24 @@ class LogWriter:
         text = self._format(event)
         if text is None:
             return
-        with self._lock:
-            if self._closed:
-                return
-            self._pending.append(text)
-            self._pending_size += len(text)
-            full = self._pending_size >= self.max_pending or self._stopped
-            schedule = not full and not self._scheduled
-            if schedule:
-                self._scheduled = True
-        if full:
-            self.flush()
-        elif schedule:
-            self._schedule()
+        depth = getattr(self._calls, "depth", 0)
+        self._calls.depth = depth + 1
+        try:
+            with self._lock:
+                if self._closed:
+                    return
+                self._pending.append(text)
+                self._pending_size += len(text)
+                full = self._pending_size >= self.max_pending or self._stopped
+                schedule = not full and not self._scheduled
+                if schedule:
+                    self._scheduled = True
+            if full:
+                self.flush()
+            elif schedule:
+                self._schedule(nested=depth > 0)
+        finally:
+            self._calls.depth = depth
 
     def _format(self, event: LogEvent) -> str | None:
         text = eventAsText(event, includeTimestamp=False)
@@ -250,10 +265,11 @@ class LogWriter:
             self._stamp, self._second = stamp, second
         return f"{stamp} {text.rstrip().replace(chr(10), chr(10) + chr(9))}\n"
 
-    def _schedule(self) -> None:
-        # In the reactor's thread a delayed call costs nothing; from another thread the
-        # reactor is woken (callFromThread), which is one write to its waker.
-        if self._in_io_thread():
+    def _schedule(self, nested: bool = False) -> None:
+        # In the reactor's thread a delayed call costs nothing; from another thread (or
+        # from a signal handler that interrupted us) the reactor is woken with
+        # callFromThread, which is one write to its waker.
+        if self._in_io_thread() and not nested and not self._writing:
             self.reactor.callLater(0, self.flush)
         else:
             self.reactor.callFromThread(self.flush)
@@ -261,13 +277,29 @@ class LogWriter:
     def flush(self) -> None:
         """Write what is buffered, in one batch."""
         with self._lock:
+            if self._writing:
+                return  # the flush in progress (interrupted, or in another thread) goes on
             self._scheduled = False
             if not self._pending:
                 return
             data = "".join(self._pending).encode("utf-8", "replace")
             self._pending = []
             self._pending_size = 0
+            self._writing = True
+        try:
             self.output.write(data)
+        finally:
+            with self._lock:
+                self._writing = False
+                again = bool(self._pending) and not self._scheduled
+                if again:
+                    self._scheduled = True
+            if again:
+                # Lines that came while we wrote (a signal handler, another thread).
+                if self._stopped:
+                    self.flush()
+                else:
+                    self._schedule(nested=True)
 
     def reactor_stopped(self) -> None:
         """Flush, and from now on write each line at once: no reactor turn will come.

@@ -159,6 +159,31 @@ def test_after_the_reactor_stopped_each_line_is_written_at_once():
     assert len(output.lines) == 2
 
 
+def test_a_line_logged_while_a_batch_is_written_neither_deadlocks_nor_is_lost():
+    # Twisted's SIGTERM handler logs in the main thread, between any two bytecodes: also
+    # in the middle of our own write. Here the output itself logs, as that handler would.
+    observer, output, reactor = writer()
+    log = Logger(namespace="lns.test", observer=observer)
+    original = output.write
+
+    def write_interrupted(data: bytes) -> None:
+        output.write = original  # type: ignore[method-assign]
+        log.info("Received SIGTERM, shutting down.")
+        original(data)
+
+    output.write = write_interrupted  # type: ignore[method-assign]
+    log.info("tunnel up")
+    reactor.advance(0)
+    assert [line.split("] ")[1] for line in output.lines] == ["tunnel up"]
+    # The nested line waits for a flush scheduled the way a signal handler may.
+    assert reactor.from_threads == [observer.flush]
+    observer.flush()
+    assert [line.split("] ")[1] for line in output.lines] == [
+        "tunnel up",
+        "Received SIGTERM, shutting down.",
+    ]
+
+
 def test_concurrent_writers_lose_no_line():
     observer, output, _ = writer(max_pending=4096, io_thread=False)
     log = Logger(namespace="lns.test", observer=observer)
