@@ -322,3 +322,34 @@ def test_radsec_certificate_file_missing(tmp_path: Path):
         f"lns: {config}: [[aaa.radius]] #1 ca: cannot read '{tmp_path / 'ca.pem'}': "
         "No such file or directory",
     )
+
+
+def test_a_node_name_already_running(tmp_path: Path):
+    first = write(node(tmp_path), tmp_path)
+    process = subprocess.Popen(
+        twistd_command(first),
+        cwd=tmp_path,
+        env=working_tree_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # until it says it is up
+            if "up: node lns-1" in line:
+                break
+        else:
+            pytest.fail("the first node did not come up")
+        # The same name and database, another port: refused while the first one lives.
+        second = node(tmp_path).write(tmp_path / "second.toml")
+        run = start_failing(second)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=EXIT_BOUND)
+    assert run.status == 1, run.stderr
+    assert run.stderr.startswith(
+        "lns: cannot start: [lns] node_name: node 'lns-1' is already running: pid "
+    )
+    assert run.stderr.count("\n") == 1
+    assert "Traceback" not in run.stdout + run.stderr
