@@ -184,7 +184,13 @@ def test_sims_that_do_not_come_back_fail_the_run_with_the_reason():
     summary = summarize(stats)
     assert not summary["ok"]
     assert summary["failovers"][0]["complete"] is False
-    assert f"0 of {SIMS} SIMs back" in format_table(summary)
+    table = format_table(summary)
+    assert f"0 of {SIMS} SIMs back" in table
+    # The result line says why (and lns-loadgen exits 1: stats.ok is False).
+    assert table.rstrip().splitlines()[-1].split(None, 1)[1] == (
+        f"FAILED: {SIMS} of {SIMS} SIMs not back after the failover from 192.0.2.1:1701: "
+        "CDN 2/0: authentication failed: ICCID already holds a live lease on node-A"
+    )
 
 
 def test_sims_still_away_when_the_hold_ends_are_not_back():
