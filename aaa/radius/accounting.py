@@ -157,7 +157,9 @@ class RadiusAccounting:
         # Records waiting for the spool's next transaction, with the Deferred each
         # caller holds; `_spooling` while a transaction runs (group commit).
         self._to_spool: list[spool.SessionRecord | spool.NodeRecord] = []
-        self._spooled_waiters: list[defer.Deferred[int]] = []
+        self._spooled_waiters: list[defer.Deferred[None]] = []
+        # How many records each live session has had (its records' `seq`).
+        self._seq: dict[str, int] = {}
         self._spooling = False
         self._spool_drained: list[defer.Deferred[None]] = []
         self._idle_waiters: list[defer.Deferred[None]] = []
@@ -303,7 +305,7 @@ class RadiusAccounting:
         created = _datetime(self._clock.seconds())
         if not self._running:
             return defer.fail(RuntimeError("RADIUS accounting is not running"))
-        d: defer.Deferred[int] = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         entry: spool.SessionRecord | spool.NodeRecord
         if session is None:
             entry = spool.NodeRecord(acct_session_id, int(status), list(attributes), created)
@@ -314,15 +316,20 @@ class RadiusAccounting:
                 session.packets_in,
                 session.packets_out,
             )
+            seq = self._seq.get(acct_session_id, 0) + 1
+            if status is AcctStatus.STOP:
+                self._seq.pop(acct_session_id, None)
+            else:
+                self._seq[acct_session_id] = seq
             entry = spool.SessionRecord(
-                acct_session_id, int(status), list(attributes), created, counters
+                acct_session_id, int(status), list(attributes), created, counters, seq
             )
         self._to_spool.append(entry)
         self._spooled_waiters.append(d)
         if not self._spooling:
             self._spool_waiting()
 
-        def stored(_: int) -> None:
+        def stored(_: None) -> None:
             self._kick()
 
         def not_stored(failure: Failure) -> None:
@@ -358,9 +365,9 @@ class RadiusAccounting:
             return
         self._spooling = True
 
-        def stored(ids: list[int]) -> None:
-            for waiter, record_id in zip(waiters, ids, strict=True):
-                waiter.callback(record_id)
+        def stored(_: None) -> None:
+            for waiter in waiters:
+                waiter.callback(None)
 
         def failed(failure: Failure) -> None:
             for waiter in waiters:

@@ -19,6 +19,7 @@ specific listen address, for the same reason.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -85,6 +86,7 @@ def session_identity(nas: NasIdentity, context: CallContext, user_name: str) -> 
     return attributes
 
 
+@functools.lru_cache(maxsize=4096)
 def _medium(lac_address: str) -> str:
     try:
         version = ipaddress.ip_address(lac_address).version

@@ -19,9 +19,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from aaa.radius.packet import AttributeValue
@@ -173,37 +173,19 @@ def enqueue_many(
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """A Start, Interim-Update or Stop to spool, with the session's counters as of it."""
+    """A Start, Interim-Update or Stop to spool, with the session's counters as of it.
+
+    `seq`: its place among the session's records, when the caller keeps count (the
+    node's accounting does, for the sessions it runs); None: the next after those of
+    the session still spooled (one more query).
+    """
 
     acct_session_id: str
     status: int  # Acct-Status-Type: 1 Start, 2 Stop, 3 Interim-Update
     attributes: Sequence[tuple[str, AttributeValue]]
     created_at: datetime
     counters: tuple[int, int, int, int]  # octets in, octets out, packets in, packets out
-
-
-def enqueue_sessions(
-    conn: Connection, node: str, records: Sequence[SessionRecord | NodeRecord]
-) -> list[int]:
-    """Spool the records (in order, in the caller's one transaction) and keep the node's
-    accounted sessions (`node_session`) with them: a Start adds its session with the
-    Start's attributes, an Interim-Update moves its counters, a Stop removes it. That
-    table is what an adopter writes the Stops from if the node dies (DESIGN.md 9)."""
-    ids: list[int] = []
-    for record in records:
-        ids.append(
-            enqueue(
-                conn,
-                node,
-                record.acct_session_id,
-                record.status,
-                record.attributes,
-                record.created_at,
-            )
-        )
-        if isinstance(record, SessionRecord):
-            _track(conn, node, record)
-    return ids
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,35 +196,94 @@ class NodeRecord:
     status: int
     attributes: Sequence[tuple[str, AttributeValue]]
     created_at: datetime
+    seq: int | None = 1  # its Acct-Session-Id is its own
 
 
 _START, _STOP = 1, 2
 
 
-def _track(conn: Connection, node: str, record: SessionRecord) -> None:
+def enqueue_sessions(
+    conn: Connection, node: str, records: Sequence[SessionRecord | NodeRecord]
+) -> None:
+    """Spool the records (in order, in the caller's one transaction) and keep the node's
+    accounted sessions (`node_session`) with them: a Start adds its session with the
+    Start's attributes, an Interim-Update moves its counters, a Stop removes it. That
+    table is what an adopter writes the Stops from if the node dies (DESIGN.md 9).
+
+    A statement for many rows each (the records of sessions that arrive together share
+    one transaction: this keeps that transaction short)."""
+    rows = []
+    for record in records:
+        seq = record.seq
+        if seq is None:
+            last = conn.execute(
+                select(func.max(_TABLE.c.seq)).where(
+                    _TABLE.c.node == node, _TABLE.c.acct_session_id == record.acct_session_id
+                )
+            ).scalar()
+            seq = int(last or 0) + 1
+        rows.append(
+            {
+                "node": node,
+                "acct_session_id": record.acct_session_id,
+                "seq": seq,
+                "status_type": int(record.status),
+                "attributes": encode_attributes(record.attributes),
+                "created_at": record.created_at,
+                "attempts": 0,
+                "next_attempt_at": record.created_at,
+            }
+        )
+    if rows:
+        conn.execute(insert(_TABLE), rows)
+    sessions = [record for record in records if isinstance(record, SessionRecord)]
+    starts = [
+        {
+            "acct_session_id": record.acct_session_id,
+            "node": node,
+            "started_at": record.created_at,
+            "attributes": row["attributes"],
+            **_counters(record),
+        }
+        for record, row in zip(records, rows, strict=True)
+        if isinstance(record, SessionRecord) and record.status == _START
+    ]
+    if starts:
+        conn.execute(insert(_SESSIONS), starts)
+    interims = [
+        {"the_id": record.acct_session_id, **_counters(record)}
+        for record in sessions
+        if record.status not in (_START, _STOP)
+    ]
+    if interims:
+        conn.execute(_MOVE_COUNTERS, interims)
+    stopped = [record.acct_session_id for record in sessions if record.status == _STOP]
+    if stopped:
+        conn.execute(delete(_SESSIONS).where(_SESSIONS.c.acct_session_id.in_(stopped)))
+
+
+def _counters(record: SessionRecord) -> dict[str, Any]:
     octets_in, octets_out, packets_in, packets_out = record.counters
-    counters = {
+    return {
         "octets_in": octets_in,
         "octets_out": octets_out,
         "packets_in": packets_in,
         "packets_out": packets_out,
         "updated_at": record.created_at,
     }
-    where = _SESSIONS.c.acct_session_id == record.acct_session_id
-    if record.status == _START:
-        conn.execute(
-            insert(_SESSIONS).values(
-                acct_session_id=record.acct_session_id,
-                node=node,
-                started_at=record.created_at,
-                attributes=encode_attributes(record.attributes),
-                **counters,
-            )
-        )
-    elif record.status == _STOP:
-        conn.execute(delete(_SESSIONS).where(where))
-    else:
-        conn.execute(update(_SESSIONS).where(where).values(**counters))
+
+
+_MOVE_COUNTERS = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.acct_session_id == bindparam("the_id"))
+    .values(
+        octets_in=bindparam("octets_in"),
+        octets_out=bindparam("octets_out"),
+        packets_in=bindparam("packets_in"),
+        packets_out=bindparam("packets_out"),
+        updated_at=bindparam("updated_at"),
+    )
+)
 
 
 def due(conn: Connection, node: str, now: datetime, limit: int) -> list[SpooledRecord]:

@@ -1,7 +1,10 @@
 """The SQL address pool for the reactor: `lns.pool.allocator` on the node's SQL executor.
 
 Allocation blocks on the database, so it runs on the node's
-:class:`~lns.db.executor.SqlExecutor` (DESIGN.md section 6), one transaction a call.
+:class:`~lns.db.executor.SqlExecutor` (DESIGN.md section 6). Allocations and releases
+asked while a transaction runs share the next one (a group commit: one commit, on
+SQLite one fsync, for the sessions that arrive together), each in a savepoint, so a
+refusal rolls back only its own request.
 
 `start()` prepares the database before the first allocation: it runs the
 migrations when asked (`[database] migrate_on_start`) or checks the schema is
@@ -15,7 +18,7 @@ with the reason while it is tried again, backing off from `retry_initial` to
 from __future__ import annotations
 
 import enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from twisted.application import service
 from twisted.internet import defer
@@ -26,11 +29,13 @@ from twisted.python.failure import Failure
 from lns.db import database
 from lns.db.executor import DatabaseUnavailable, SqlExecutor
 from lns.pool import allocator
-from lns.pool.allocator import AllocationRequest, Lease, PoolUnavailable
+from lns.pool.allocator import AllocationRequest, Lease, PoolError, PoolUnavailable
 
 __all__ = ["AddressPoolService", "SqlAddressPool"]
 
 _T = TypeVar("_T")
+# At most this many allocations and releases share a transaction.
+BATCH = 200
 
 
 class _State(enum.Enum):
@@ -76,6 +81,8 @@ class SqlAddressPool:
         self._failure: PoolUnavailable | None = None
         self._waiters: list[defer.Deferred[None]] = []  # allocations waiting for a start
         self._ready_waiters: list[defer.Deferred[None]] = []  # when_ready(), across retries
+        self._batch: list[tuple[AllocationRequest | Lease, defer.Deferred[Any]]] = []
+        self._batching = False
 
     # --- Life cycle ---
 
@@ -170,29 +177,44 @@ class SqlAddressPool:
 
     def allocate(self, request: AllocationRequest) -> defer.Deferred[Lease]:
         """Lease an address to a session of this node (pool None: the default pool)."""
-
-        def run(_: None) -> defer.Deferred[Lease]:
-            return _pool_errors(
-                self.executor.transaction(
-                    allocator.allocate,
-                    request.pool if request.pool is not None else self.default_pool,
-                    request.iccid,
-                    self.node,
-                    request.tunnel_id,
-                    request.session_id,
-                    request.requested_address,
-                )
-            )
-
-        return self._when_ready().addCallback(run)
+        return self._when_ready().addCallback(lambda _: self._queue(request))
 
     def release(self, lease: Lease) -> defer.Deferred[None]:
         """End the lease (the ICCID stays the address's last holder)."""
+        done = self._when_ready().addCallback(lambda _: self._queue(lease))
+        return done.addCallback(self._released, lease)
 
-        def run(_: None) -> defer.Deferred[bool]:
-            return _pool_errors(self.executor.transaction(allocator.release, lease))
+    def _queue(self, item: AllocationRequest | Lease) -> defer.Deferred[Any]:
+        """One transaction at a time, for everything asked meanwhile (a group commit)."""
+        waiter: defer.Deferred[Any] = defer.Deferred()
+        self._batch.append((item, waiter))
+        if not self._batching:
+            self._next_batch()
+        return waiter
 
-        return self._when_ready().addCallback(run).addCallback(self._released, lease)
+    def _next_batch(self) -> None:
+        batch, self._batch = self._batch[:BATCH], self._batch[BATCH:]
+        self._batching = bool(batch)
+        if not batch:
+            return
+        items = [item for item, _ in batch]
+        work = _pool_errors(
+            self.executor.transaction(allocator.run_batch, self.node, self.default_pool, items)
+        )
+
+        def answered(results: list[Lease | bool | PoolError]) -> None:
+            for (_, waiter), result in zip(batch, results, strict=True):
+                if isinstance(result, PoolError):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+
+        def failed(failure: Failure) -> None:
+            for _, waiter in batch:
+                waiter.errback(failure)
+
+        work.addCallbacks(answered, failed)
+        work.addBoth(lambda _: self._next_batch())
 
     def _released(self, ended: bool, lease: Lease) -> None:
         if not ended:

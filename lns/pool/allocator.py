@@ -518,6 +518,40 @@ def release(connection: Connection, lease: Lease, *, now: datetime | None = None
     return connection.execute(_RELEASE, parameters).first() is not None
 
 
+def run_batch(
+    connection: Connection,
+    node: str,
+    default_pool: str,
+    items: Sequence[AllocationRequest | Lease],
+) -> list[Lease | bool | PoolError]:
+    """Several allocations (AllocationRequest) and releases (Lease) of `node` in the
+    caller's one transaction, each in a savepoint of its own: a refusal rolls back its
+    own item only and comes back as its result (the PoolError); a release's result is
+    `release`'s. The allocations and releases of sessions that arrive together share
+    one commit (on SQLite, one fsync)."""
+    results: list[Lease | bool | PoolError] = []
+    for item in items:
+        try:
+            with connection.begin_nested():
+                if isinstance(item, Lease):
+                    results.append(release(connection, item))
+                else:
+                    results.append(
+                        allocate(
+                            connection,
+                            item.pool if item.pool is not None else default_pool,
+                            item.iccid,
+                            node,
+                            item.tunnel_id,
+                            item.session_id,
+                            item.requested_address,
+                        )
+                    )
+        except PoolError as refusal:
+            results.append(refusal)
+    return results
+
+
 def _pool_name(connection: Connection, pool_id: int) -> str:
     name = connection.scalar(select(Pool.name).where(Pool.id == pool_id))
     assert name is not None  # the address row we just leased references it

@@ -20,6 +20,7 @@ from lns.pool.allocator import (
     AddressInUse,
     AddressOutsidePool,
     AddressReserved,
+    AllocationRequest,
     Lease,
     LeaseOrigin,
     PoolExhausted,
@@ -28,6 +29,7 @@ from lns.pool.allocator import (
     reclaim_node,
     release,
     release_node,
+    run_batch,
 )
 from lns.pool.models import PoolAddress
 
@@ -403,3 +405,33 @@ def test_sticky_lookup_uses_the_last_holder_index_not_a_pool_scan(engine):
         plan = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, (None,) * count).all()
     details = [row[3] for row in plan]
     assert any("ix_pool_address_free_last_iccid" in d for d in details), details
+
+
+def test_a_batch_refusal_rolls_back_only_its_own_item(engine, clock):
+    add(engine, "p", "10.0.0.0/30")  # four addresses
+    first = take(engine, clock, 1)
+    with engine.begin() as connection:
+        results = run_batch(
+            connection,
+            "lns-1",
+            "p",
+            [
+                AllocationRequest(iccid(2), 1, 2),
+                AllocationRequest(iccid(3), 1, 3, pool="nope"),  # refused
+                first,  # released
+                AllocationRequest(iccid(4), 1, 4),
+                AllocationRequest(iccid(5), 1, 5, requested_address=IP("10.0.0.1")),  # held
+            ],
+        )
+    assert [type(r).__name__ for r in results] == [
+        "Lease",
+        "UnknownPool",
+        "bool",
+        "Lease",
+        "AddressInUse",
+    ]
+    assert results[2] is True
+    assert live(engine) == {
+        results[0].address: (iccid(2), "lns-1"),
+        results[3].address: (iccid(4), "lns-1"),
+    }

@@ -42,8 +42,9 @@ def node_row(url: str, name: str, heard_ago: float, sessions: int = 1) -> None:
             record = spool.SessionRecord(
                 f"{name}-{n}", 1, [("Acct-Session-Id", f"{name}-{n}")], heard, (0,) * 4
             )
-            [record_id] = spool.enqueue_sessions(conn, name, [record])
-            spool.acknowledged(conn, record_id)
+            spool.enqueue_sessions(conn, name, [record])
+        far = now + timedelta(days=1)  # every Start delivered (acknowledged)
+        spool.acknowledged_many(conn, [r.id for r in spool.due(conn, name, far, 100)])
     engine.dispose()
 
 
