@@ -234,7 +234,9 @@ class SessionSupervisor:
     def address_assigned(self, serial: int, lease: Lease, now: float) -> list[Effect]:
         record = self._by_serial.get(serial)
         if record is None:
-            return [ReleaseAddress(lease)]  # the session ended while the pool worked
+            # The session ended while the pool worked: its lease goes back, but the leases
+            # the allocation took over are gone all the same, so their sessions end too.
+            return [*self._superseded(None, lease, now), ReleaseAddress(lease)]
         record.address = lease.address
         effects = self._superseded(record, lease, now)
         return effects + self._ppp(
@@ -255,7 +257,7 @@ class SessionSupervisor:
         reason = str(error) or type(error).__name__
         return self._ppp(record, record.ppp.address_failed(reason, now), now)
 
-    def _superseded(self, record: SessionRecord, lease: Lease, now: float) -> list[Effect]:
+    def _superseded(self, record: SessionRecord | None, lease: Lease, now: float) -> list[Effect]:
         """The pool moved live leases of this SIM to ``record``: their old sessions end."""
         effects: list[Effect] = []
         for taken in lease.taken_over:

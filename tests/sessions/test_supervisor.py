@@ -378,3 +378,25 @@ def test_shutdown_ends_every_session_with_its_stop():
     assert len(stops) == 5
     assert {cause for _, _, cause in stops} == {TerminateCause.NAS_REBOOT}
     assert len(world.pool.released) == 5
+
+
+def test_a_late_lease_that_took_a_live_sessions_lease_ends_that_session_too():
+    """Hypothesis found it: a SIM's second call ends while its allocation is pending; the
+    pool, answering late, took the first call's live lease over. The first session's
+    lease is gone, so it must end, or a third call would get the same address while the
+    first still had it."""
+    world = World(hold=True)
+    first = world.attach(1, session=1)
+    world.deliver()
+    world.deliver()
+    second = world.attach(1, session=2)
+    world.deliver()  # its AAA; its allocation waits
+    world.cleared(second)
+    world.deliver()  # the late allocation: takes the first session's lease, released
+    assert world.supervisor.get(first) is None
+    assert world.cdns()[-1][0] == first
+    world.hold = False
+    third = up(world, 1, session=3)
+    record = world.supervisor.get(third)
+    assert record is not None
+    assert [r.key for r in world.supervisor] == [third]
