@@ -209,6 +209,9 @@ class DatabaseSection:
     url: str = "sqlite:///lns.db"
     default_pool: str = "default"
     migrate_on_start: bool = True
+    # Where the node's SQL runs: "process" (a child process of its own, another core
+    # than the reactor's) or "threads" (a thread pool inside the node's process).
+    worker: str = "process"
 
     def __repr__(self) -> str:
         # A database URL may carry a password: show it masked.
@@ -891,6 +894,7 @@ _CONFIG = _Spec(
                     "url": _Key(_database_url),
                     "default_pool": _Key(_string),
                     "migrate_on_start": _Key(_boolean),
+                    "worker": _Key(_one_of("process", "threads")),
                 },
             )
         ),

@@ -41,7 +41,7 @@ from aaa.radius import spool
 from aaa.radius.attributes import NasIdentity, session_identity
 from aaa.radius.client import RadiusUnavailable
 from aaa.radius.packet import AttributeValue, RadiusPacketError, Reply, Request, accounting_request
-from lns.db.executor import SqlExecutor
+from lns.db.executor import Executor
 from lns.ppp.termination import TerminateCause
 from lns.sessions.accounting import AccountingSession
 
@@ -125,7 +125,7 @@ class RadiusAccounting:
     def __init__(
         self,
         client: AcctSender,
-        executor: SqlExecutor,
+        executor: Executor,
         node: str,
         nas: NasIdentity,
         new_acct_session_id: Callable[[], str],

@@ -30,7 +30,7 @@ from aaa.radius.client import RadiusClientService
 from lns.adapters.dataplane import DataPlane
 from lns.adapters.l2tp import L2tpService
 from lns.adapters.sessions import SessionRunner
-from lns.db.executor import SqlExecutor
+from lns.db.executor import Executor
 from lns.iccid import InvalidIccid, parse_iccid
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.result import StopCcnResult
@@ -192,7 +192,7 @@ class NodeState:
         l2tp: L2tpService,
         dataplane: DataPlane,
         radius: RadiusClientService | None = None,
-        executor: SqlExecutor | None = None,
+        executor: Executor | None = None,
         accounting: bool = False,
     ) -> None:
         self.node_name = node_name
@@ -326,12 +326,6 @@ class NodeState:
         executor = self.executor
         if executor is None:
             return defer.succeed(DatabaseFigures(error="no database"))
-        node, accounting = self.node_name, self.accounting
-
-        def read(connection: Connection) -> DatabaseFigures:
-            depth, oldest = spool.summary(connection, node) if accounting else (None, None)
-            pools = tuple(admin.pool_usage(connection))
-            return DatabaseFigures(depth, oldest, pools)
 
         def failed(failure: Any) -> DatabaseFigures:
             if failure.check(defer.TimeoutError):
@@ -340,7 +334,7 @@ class NodeState:
                 reason = failure.getErrorMessage()
             return DatabaseFigures(error=f"database unavailable: {reason}")
 
-        d = executor.transaction(read)
+        d = executor.transaction(_read_figures, self.node_name, self.accounting)
         d.addTimeout(DATABASE_TIMEOUT, self.clock)
         return d.addErrback(failed)
 
@@ -410,3 +404,10 @@ class NodeState:
                 }
             )
         return servers
+
+
+def _read_figures(connection: Connection, node: str, accounting: bool) -> DatabaseFigures:
+    """The spool's depth and oldest record (with accounting on) and the pools' usage."""
+    depth, oldest = spool.summary(connection, node) if accounting else (None, None)
+    pools = tuple(admin.pool_usage(connection))
+    return DatabaseFigures(depth, oldest, pools)

@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from aaa.radius.adoption import Adopted, adopt_dead, write_stops
 from lns.db import nodes
-from lns.db.executor import SqlExecutor
+from lns.db.executor import Executor
 from lns.pool.allocator import LEASE_CHANNEL
 from lns.pool.models import PoolAddress
 from lns.sessions.supervisor import SessionSupervisor
@@ -123,7 +123,7 @@ class NodeLiveness:
 
     def __init__(
         self,
-        executor: SqlExecutor,
+        executor: Executor,
         me: nodes.NodeIdentity,
         clock: IReactorTime,
         *,
@@ -268,10 +268,12 @@ class NodeLivenessService(service.Service):
         liveness: NodeLiveness,
         watch: LeaseWatch,
         notices: LeaseNotices | None,
+        executor: Executor | None = None,
     ) -> None:
         self.liveness = liveness
         self.watch = watch
         self.notices = notices
+        self.executor = executor  # its own, started and stopped with it
         self.previous: nodes.NodeState | None = None
         self._up_yet = False
         self._waiters: list[defer.Deferred[None]] = []
@@ -290,6 +292,8 @@ class NodeLivenessService(service.Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        if self.executor is not None:
+            self.executor.start()
         waiting = defer.ensureDeferred(self.liveness.adoption_finished(self.previous))
         waiting.addCallbacks(self._up, self.liveness._failed)
 
@@ -310,7 +314,11 @@ class NodeLivenessService(service.Service):
         self.watch.stop()
         if self.notices is not None:
             self.notices.stop()
-        return self.liveness.stop()
+        stopped = self.liveness.stop()
+        executor = self.executor
+        if executor is not None:
+            stopped.addCallback(lambda _: executor.stop())
+        return stopped
 
 
 # --- leases taken over by other nodes ----------------------------------------------------
@@ -329,7 +337,7 @@ class LeaseWatch:
 
     def __init__(
         self,
-        executor: SqlExecutor,
+        executor: Executor,
         node: str,
         clock: IReactorTime,
         supervisor: SessionSupervisor,

@@ -1,7 +1,7 @@
 """The SQL address pool for the reactor: `lns.pool.allocator` on the node's SQL executor.
 
 Allocation blocks on the database, so it runs on the node's
-:class:`~lns.db.executor.SqlExecutor` (DESIGN.md section 6). Allocations and releases
+executor (lns.db.executor, DESIGN.md section 6). Allocations and releases
 asked while a transaction runs share the next one (a group commit: one commit, on
 SQLite one fsync, for the sessions that arrive together), each in a savepoint, so a
 refusal rolls back only its own request.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import Engine
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -27,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from lns.db import database
-from lns.db.executor import DatabaseUnavailable, SqlExecutor
+from lns.db.executor import DatabaseUnavailable, Executor
 from lns.pool import allocator
 from lns.pool.allocator import AllocationRequest, Lease, PoolError, PoolUnavailable
 
@@ -58,7 +59,7 @@ class SqlAddressPool:
 
     def __init__(
         self,
-        executor: SqlExecutor,
+        executor: Executor,
         node: str,
         *,
         default_pool: str = "default",
@@ -100,17 +101,9 @@ class SqlAddressPool:
 
     def _attempt(self) -> defer.Deferred[int]:
         self._retry = None
-        d = _pool_errors(self.executor.call(lambda: self._prepare(self._migrate)))
+        d = _pool_errors(self.executor.with_engine(_prepare, self._migrate, self.node))
         d.addCallbacks(self._started, self._start_failed)
         return d
-
-    def _prepare(self, migrate: bool) -> int:
-        if migrate:
-            database.upgrade(self.engine)
-        else:
-            database.require_current(self.engine)
-        with self.engine.begin() as connection:
-            return allocator.release_node(connection, self.node)
 
     def _started(self, released: int) -> int:
         if self._state is _State.STOPPED:
@@ -250,6 +243,16 @@ class SqlAddressPool:
                 waiter.callback(None)
             else:
                 waiter.errback(self._unavailable())
+
+
+def _prepare(engine: Engine, migrate: bool, node: str) -> int:
+    """Migrate (or check) the schema, then end the leases `node` held before it started."""
+    if migrate:
+        database.upgrade(engine)
+    else:
+        database.require_current(engine)
+    with engine.begin() as connection:
+        return allocator.release_node(connection, node)
 
 
 def _pool_errors(work: defer.Deferred[_T]) -> defer.Deferred[_T]:

@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import (
     IReactorFDSet,
     IReactorFromThreads,
+    IReactorProcess,
     IReactorTCP,
     IReactorTime,
     IReactorUDP,
@@ -36,7 +37,7 @@ from lns.adapters.sessions import AddressAllocator, Authenticator, SessionRunner
 from lns.adapters.startup import Startup, StartupError
 from lns.config import Config
 from lns.db import database
-from lns.db.executor import SqlExecutor, SqlExecutorService
+from lns.db.executor import Executor, ProcessSqlExecutor, SqlExecutor, SqlExecutorService
 from lns.db.nodes import NodeAlive
 from lns.l2tp.endpoint import LacMatch, LnsEndpoint
 from lns.l2tp.reliable import RetransmitPolicy
@@ -227,14 +228,21 @@ def make_service(
         radius = RadiusAuthenticator.from_config(config, reactor)
         radius_service = RadiusClientService(radius.client)
         authenticator = radius
-    executor: SqlExecutor | None = None
+    executor: Executor | None = None
     pool_service: AddressPoolService | None = None
     if allocator is None:
         try:
             engine = database.create_engine(config.database.url, pool_size=SQL_THREADS)
         except database.DatabaseUrlError as exc:
             raise StartupError(f"[database] url {exc}") from None
-        executor = SqlExecutor(engine, threads=SQL_THREADS, reactor=IReactorFromThreads(reactor))
+        if config.database.worker == "process":
+            executor = ProcessSqlExecutor(
+                engine, config.database.url, IReactorProcess(reactor), threads=SQL_THREADS
+            )
+        else:
+            executor = SqlExecutor(
+                engine, threads=SQL_THREADS, reactor=IReactorFromThreads(reactor)
+            )
         pool = SqlAddressPool(
             executor,
             config.lns.node_name,
@@ -343,14 +351,20 @@ def make_service(
 
 def _liveness(
     config: Config,
-    executor: SqlExecutor,
+    executor: Executor,
     pool_service: AddressPoolService,
     sessions: SessionRunner,
     reactor: IReactorTime,
     spool_of: Callable[[str], RadiusAccounting] | None,
 ) -> NodeLivenessService:
-    """This node among the nodes of its database: row, heartbeat, adoption, lease watch."""
+    """This node among the nodes of its database: row, heartbeat, adoption, lease watch.
+
+    They run on a thread of their own in the node's process, never queued behind the
+    allocations and spool writes of a setup storm on the node's SQL executor: a node
+    whose heartbeat waited for those could be declared dead while it serves.
+    """
     node = config.lns.node_name
+    executor = SqlExecutor(executor.engine, threads=1, reactor=IReactorFromThreads(reactor))
     listen = f"{config.l2tp.listen_host}:{config.l2tp.listen_port}"
     liveness = NodeLiveness(
         executor,
@@ -379,4 +393,4 @@ def _liveness(
             reactor,
             watch.notified,
         )
-    return NodeLivenessService(liveness, watch, notices)
+    return NodeLivenessService(liveness, watch, notices, executor)

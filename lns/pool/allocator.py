@@ -129,6 +129,18 @@ if TYPE_CHECKING:
 class PoolError(Exception):
     """An allocation or pool administration request was refused."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt as it was (message and fields), not through __init__, whose
+        # arguments differ per refusal: refusals cross from the SQL worker by pickle.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[PoolError], args: tuple[Any, ...], state: dict[str, Any]) -> PoolError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class UnknownPool(PoolError):
     def __init__(self, pool: str) -> None:
