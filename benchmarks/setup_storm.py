@@ -104,7 +104,8 @@ def run_one(
     label = f"{kind}@{retransmit:g}s"
     print(f"--- {label}: starting FreeRADIUS and the server", flush=True)
     with Harness() as harness:
-        server, namespace = start_server(harness, kind, users(args.sessions))
+        options = {} if kind == "l2tpns" else {"cpus": args.cpus, "worker": args.worker}
+        server, namespace = start_server(harness, kind, users(args.sessions), **options)
         directory = harness.directory("lns-bench-storm-")
         cpu_before = server.cpu_seconds()
         rss_before = server.rss_kib()
@@ -236,6 +237,15 @@ def main() -> int:
     parser.add_argument("--l2tpns-retransmit", default="1.0,0.2")
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of lns")
     parser.add_argument("--profile-rate", type=int, default=50, help="py-spy samples/s")
+    parser.add_argument(
+        "--cpus", help="run lns on these CPUs only (taskset -c), e.g. 0 for one core"
+    )
+    parser.add_argument(
+        "--worker",
+        choices=["process", "threads"],
+        default="process",
+        help="lns's [database] worker",
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     if args.profile is not None:

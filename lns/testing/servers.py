@@ -303,6 +303,7 @@ def lns_config(
     hello: int = 60,
     mru: int = 1450,
     tun_name: str = TUN_NAME,
+    worker: str = "process",
 ) -> Path:
     return (
         ConfigBuilder()
@@ -317,7 +318,7 @@ def lns_config(
             acct_port=RADIUS_PORTS[1],
             secret=RADIUS_SECRET,
         )
-        .database(url=url)
+        .database(url=url, worker=worker)
         .dataplane(mode="tun", tun_name=tun_name)
         .write(directory / "lns.toml")
     )
@@ -348,9 +349,11 @@ def start_lns(
     *,
     pool: str = str(POOL),
     env: Sequence[tuple[str, str]] = (),
+    cpus: str | None = None,
     **config: Any,
 ) -> Server:
-    """``twistd -n lns`` in ``namespace`` (FreeRADIUS must already run there)."""
+    """``twistd -n lns`` in ``namespace`` (FreeRADIUS must already run there); with
+    ``cpus`` ("0", "0,1"), it and its children run on those CPUs only (taskset)."""
     if database == "sqlite":
         url = f"sqlite:///{directory / 'lns.db'}"
     elif database == "postgresql":
@@ -364,7 +367,9 @@ def start_lns(
     path = lns_config(directory, url, **config)
     log = LogFile(directory / "lns.log")
     with log.path.open("w") as output:
+        pinned = ["taskset", "-c", cpus] if cpus else []
         process = namespace.popen(
+            *pinned,
             *twistd_command(path),
             cwd=directory,
             env=working_tree_env(**dict(env)),
