@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from lns.adapters import metrics
+from lns.adapters.management import ManagementService
 from lns.config import ManagementSection, Secret
 from lns.ppp.auth import Decision
 from lns.ppp.termination import TerminateCause
@@ -385,3 +388,36 @@ def test_metrics_sum_the_sessions_a_slice_per_reactor_turn(node: MemoryNode, mon
     }
     assert found[("lns_sessions", (("lac", "op-a"), ("state", "up")))] == 5
     assert found[("lns_dataplane_bytes_total", (("direction", "up"),))] == 500
+
+
+@pytest.mark.parametrize(
+    ("section", "said"),
+    [
+        (ManagementSection(), "without a token: loopback only, no authentication"),
+        (ManagementSection(token=Secret(TOKEN)), "(bearer token required, /metrics too)"),
+        (
+            ManagementSection(token=Secret(TOKEN), metrics_public=True),
+            "(bearer token required, /metrics public)",
+        ),
+    ],
+)
+def test_the_listener_says_how_it_is_protected(section, said):
+    node = MemoryNode()
+    node.api.settings = section
+    reactor = MemoryReactorClock()
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        service = ManagementService(node.api, reactor)
+        service.privilegedStartService()  # bound before any other service starts
+        assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
+            (8080, "127.0.0.1")
+        ]
+        service.startService()
+        service.stopService()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [formatEvent(e) for e in events if "management API on" in formatEvent(e)]
+    assert len(lines) == 1
+    assert said in lines[0]
+    assert TOKEN not in lines[0]
