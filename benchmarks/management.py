@@ -8,11 +8,12 @@ A fresh network namespace gets FreeRADIUS (one CHAP user per SIM), ``twistd -n l
 (SQLite pool, RADIUS authentication and accounting, ``[dataplane] mode = "none"``, the
 management API on 127.0.0.1:8080 with a token) and lns-loadgen, which sets up
 ``--sessions`` sessions over ``--tunnels`` tunnels and holds them (their devices answer the
-LCP echoes). Then a probe runs in the namespace (this module with ``probe``): its own
-tunnel sends a HELLO every 0.1 s and times its acknowledgement, first for ``--seconds``
-with nothing else asked of the node (quiet), then for ``--seconds`` while it asks,
-one after another, ``GET /metrics`` and ten ``GET /api/v1/sessions?iccid=…`` of random
-SIMs (scraping), and a full first page of ``GET /api/v1/sessions``.
+LCP echoes). Once the node has settled (the accounting Starts sent: its CPU under
+``--idle-cpu`` of a core for 6 s), a probe runs in the namespace (this module with
+``probe``): its own tunnel sends a HELLO every 0.1 s and times its acknowledgement, first
+for ``--seconds`` with nothing else asked of the node (quiet), then for ``--seconds``
+while it asks, one after another, ``GET /metrics`` and ten ``GET /api/v1/sessions?iccid=…``
+of random SIMs (scraping), and a full first page of ``GET /api/v1/sessions``.
 
 Printed: ``sessions?iccid`` latency p50/p99/max, ``/metrics`` scrape time p50/max and its
 size, the first page's time, the HELLO round trip p50/p99/max quiet and scraping, the
@@ -173,6 +174,21 @@ def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.1f}"
 
 
+def settle(server: Server, args: argparse.Namespace) -> tuple[float, float]:
+    """Wait until the node is done with the set-up's aftermath (accounting Starts spooled
+    and sent): three 2-second windows in a row under ``--idle-cpu`` of a core. Returns
+    the seconds waited and the last window's CPU share."""
+    started = time.monotonic()
+    quiet = 0
+    share = 1.0
+    while time.monotonic() - started < args.settle_timeout and quiet < 3:
+        before = server.cpu_seconds()
+        time.sleep(2.0)
+        share = (server.cpu_seconds() - before) / 2.0
+        quiet = quiet + 1 if share < args.idle_cpu else 0
+    return time.monotonic() - started, share
+
+
 def start_node(harness: Harness, namespace: Any, directory: Path) -> Server:
     url = f"sqlite:///{directory / 'lns.db'}"
     prepare_pool(url, str(POOL))
@@ -237,8 +253,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if loadgen.wait_phase({"hold", "teardown", "done"}, args.setup_timeout) != "hold":
             raise BenchError(f"loadgen ended before the hold: {loadgen.tail()}")
         setup_seconds = time.monotonic() - started
-        print(f"--- {args.sessions:,} sessions up in {setup_seconds:.0f} s; probing", flush=True)
-        time.sleep(5)
+        print(f"--- {args.sessions:,} sessions up in {setup_seconds:.0f} s; settling", flush=True)
+        settled, cpu = settle(server, args)
+        print(f"--- node at {cpu:.0%} of a core after {settled:.0f} s; probing", flush=True)
+        cpu_before = server.cpu_seconds()
+        probe_started = time.monotonic()
         probe_run = namespace.popen(
             sys.executable,
             "-m",
@@ -256,6 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             text=True,
         )
         out, err = probe_run.communicate(timeout=args.seconds * 4 + 120)
+        probe_cpu = (server.cpu_seconds() - cpu_before) / (time.monotonic() - probe_started)
         rss = server.rss_kib()
         loadgen.kill()
         lines = [line for line in out.splitlines() if line.startswith("{")]
@@ -294,6 +314,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             for name, values in (("quiet", quiet), ("scraping", scraping))
         },
+        "settle_seconds": round(settled, 1),
+        "node_cpu_settled": round(cpu, 2),
+        "node_cpu_probing": round(probe_cpu, 2),
         "rss_mib": round(rss / 1024, 1),
         "machine_busy_percent": machine_busy(busy),
         "server_log_problems": problems,
@@ -303,7 +326,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def show(result: dict[str, Any]) -> None:
     lookup, scrape, hello = result["lookup_ms"], result["scrape_ms"], result["hello_rtt_ms"]
     print(
-        f"{result['run']}: set up in {result['setup_seconds']:.0f} s, RSS {result['rss_mib']} MiB,"
+        f"{result['run']}: set up in {result['setup_seconds']:.0f} s, settled in"
+        f" {result['settle_seconds']:.0f} s (node at {result['node_cpu_settled']:.0%} of a core,"
+        f" {result['node_cpu_probing']:.0%} while probed), RSS {result['rss_mib']} MiB,"
         f" machine busy {result['machine_busy_percent']}%\n"
         f"  GET /api/v1/sessions?iccid=: p50 {lookup['p50']} ms, p99 {lookup['p99']} ms,"
         f" max {lookup['max']} ms ({lookup['count']} requests)\n"
@@ -329,6 +354,8 @@ def main() -> int:
     parser.add_argument("--tunnels", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--setup-timeout", type=float, default=1800.0)
+    parser.add_argument("--settle-timeout", type=float, default=900.0)
+    parser.add_argument("--idle-cpu", type=float, default=0.5, help="share of a core")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     if args.mode == "probe":
