@@ -55,6 +55,8 @@ __all__ = [
 
 _T = TypeVar("_T")
 _WORD = 1 << 32
+# The longest wait between two tries to spool the records kept during an outage.
+OUTAGE_RETRY_CAP = 30.0
 
 log = Logger()
 
@@ -160,6 +162,10 @@ class RadiusAccounting:
         self._spooled_waiters: list[defer.Deferred[None]] = []
         # How many records each live session has had (its records' `seq`).
         self._seq: dict[str, int] = {}
+        # Since when the database refuses the spool's writes (None: it does not).
+        self._outage: float | None = None
+        self._outage_delay = min(retry_initial, OUTAGE_RETRY_CAP)
+        self._outage_retry: IDelayedCall | None = None
         self._spooling = False
         self._spool_drained: list[defer.Deferred[None]] = []
         self._idle_waiters: list[defer.Deferred[None]] = []
@@ -192,6 +198,10 @@ class RadiusAccounting:
         self._retry = None
         for sending in list(self._sending):
             sending.cancel()
+        retry, self._outage_retry = self._outage_retry, None
+        if retry is not None and retry.active():
+            retry.cancel()
+            self._spool_waiting()  # one last try; what fails goes out unspooled
 
         def in_flight(_: object) -> defer.Deferred[Any]:
             return defer.DeferredList(list(self._in_flight), consumeErrors=True)
@@ -366,16 +376,43 @@ class RadiusAccounting:
         self._spooling = True
 
         def stored(_: None) -> None:
+            if self._outage is not None:
+                log.info(
+                    "accounting spool: the database is usable again; the records kept "
+                    "meanwhile are spooled"
+                )
+                self._outage = None
+                self._outage_delay = self.retry_initial
             for waiter in waiters:
                 waiter.callback(None)
+            self._spool_waiting()
 
         def failed(failure: Failure) -> None:
-            for waiter in waiters:
-                waiter.errback(failure)
+            if not self._running:
+                # Stopping with the database down: the records go out unspooled.
+                for waiter in waiters:
+                    waiter.errback(failure)
+                self._spool_waiting()
+                return
+            # The database is down: nothing is lost, the records wait here, ahead of
+            # those made meanwhile, and go in once it is back.
+            self._to_spool[:0] = records
+            self._spooled_waiters[:0] = waiters
+            if self._outage is None:
+                self._outage = self._clock.seconds()
+                log.error(
+                    "accounting spool: the database is unavailable ({reason}); records are "
+                    "kept in memory until it is back",
+                    reason=failure.getErrorMessage(),
+                )
+            delay, self._outage_delay = (
+                self._outage_delay,
+                min(self._outage_delay * 2, OUTAGE_RETRY_CAP),
+            )
+            self._outage_retry = self._clock.callLater(delay, self._spool_waiting)
 
         work = self._db(spool.enqueue_sessions, self.node, records)
         work.addCallbacks(stored, failed)
-        work.addBoth(lambda _: self._spool_waiting())
 
     def _kick(self) -> None:
         if not self._running:

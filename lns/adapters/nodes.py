@@ -145,6 +145,7 @@ class NodeLiveness:
         self._beat: IDelayedCall | None = None
         self._pumps: dict[str, SpoolPump] = {}
         self._running = False
+        self._failing = False
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.seconds(), UTC)
@@ -205,6 +206,9 @@ class NodeLiveness:
         """One heartbeat, then the adoption of whatever died."""
         now = self._now()
         ours = await self.executor.transaction(nodes.heartbeat, self.me, now, len(self.supervisor))
+        if self._failing:
+            self._failing = False
+            log.info("node {node}: heartbeat works again", node=self.me.name)
         if not ours:
             log.critical(
                 "node {node} was declared dead and adopted by another node (or another "
@@ -248,8 +252,12 @@ class NodeLiveness:
             log.info("adoption of node {node} done: its spool is delivered", node=name)
 
     def _failed(self, failure: Failure) -> None:
+        if self._failing:
+            return  # logged once per outage
+        self._failing = True
         log.error(
-            "node {node}: heartbeat or adoption failed: {reason}",
+            "node {node}: heartbeat or adoption failed (logged once until it works again): "
+            "{reason}",
             node=self.me.name,
             reason=failure.getErrorMessage(),
         )
@@ -352,6 +360,7 @@ class LeaseWatch:
         self.interval = interval
         self._call: IDelayedCall | None = None
         self._running = False
+        self._failing = False
 
     def start(self) -> None:
         self._running = True
@@ -370,18 +379,20 @@ class LeaseWatch:
         holding = [record for record in self.supervisor if record.lease is not None]
         done = self.executor.transaction(leases_of, self.node)
         done.addCallback(self._compare, holding)
-        done.addErrback(
-            lambda failure: log.warn(
-                "lease check failed: {reason}", reason=failure.getErrorMessage()
-            )
-        )
+        done.addErrback(self._check_failed)
         done.addBoth(self._again)
+
+    def _check_failed(self, failure: Failure) -> None:
+        if not self._failing:  # once per outage
+            self._failing = True
+            log.warn("lease check failed: {reason}", reason=failure.getErrorMessage())
 
     def _again(self, _: object) -> None:
         if self._running:
             self._call = self.clock.callLater(self.interval, self._check)
 
     def _compare(self, held: set[tuple[str, int]], holding: list[Any]) -> None:
+        self._failing = False
         for record in holding:
             lease = record.lease
             if lease is None or self.supervisor.get(record.key) is not record:
@@ -426,6 +437,7 @@ class LeaseNotices:
         self.deliver = deliver
         self.retry = retry
         self._connection: Any = None
+        self._fd = -1
         self._retry_call: IDelayedCall | None = None
         self._running = False
 
@@ -455,6 +467,9 @@ class LeaseNotices:
             self._later()
             return
         self._connection = connection
+        # Our own descriptor for the reactor: libpq closes its socket when the server
+        # cuts the connection, and the reactor must still be able to let go of ours.
+        self._fd = os.dup(connection.pgconn.socket)
         self.reactor.addReader(self)
 
     def _later(self) -> None:
@@ -465,10 +480,12 @@ class LeaseNotices:
         connection, self._connection = self._connection, None
         if connection is not None:
             self.reactor.removeReader(self)
+            os.close(self._fd)
+            self._fd = -1
             connection.close()
 
     def fileno(self) -> int:
-        return int(self._connection.pgconn.socket) if self._connection is not None else -1
+        return self._fd
 
     def logPrefix(self) -> str:
         return "lease-notices"

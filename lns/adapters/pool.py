@@ -83,6 +83,7 @@ class SqlAddressPool:
         self._waiters: list[defer.Deferred[None]] = []  # allocations waiting for a start
         self._ready_waiters: list[defer.Deferred[None]] = []  # when_ready(), across retries
         self._batch: list[tuple[AllocationRequest | Lease, defer.Deferred[Any]]] = []
+        self._outage: float | None = None  # when the database became unusable
         self._batching = False
 
     # --- Life cycle ---
@@ -206,8 +207,30 @@ class SqlAddressPool:
             for _, waiter in batch:
                 waiter.errback(failure)
 
+        work.addCallbacks(self._usable, self._unusable)
         work.addCallbacks(answered, failed)
         work.addBoth(lambda _: self._next_batch())
+
+    def _usable(self, result: _T) -> _T:
+        if self._outage is not None:
+            self.log.info(
+                "address pool: the database is usable again (unavailable since {since:.0f} s)",
+                since=self._clock.seconds() - self._outage if self._clock is not None else 0,
+            )
+            self._outage = None
+        return result
+
+    def _unusable(self, failure: Failure) -> Failure:
+        if isinstance(failure.value, PoolUnavailable) and self._outage is None:
+            self._outage = self._clock.seconds() if self._clock is not None else 0.0
+            # Once per outage: every call refused meanwhile says only "temporarily
+            # unavailable" to its LAC.
+            self.log.error(
+                "address pool: the database is unavailable, new sessions are refused "
+                "until it is back: {reason}",
+                reason=str(failure.value),
+            )
+        return failure
 
     def _released(self, ended: bool, lease: Lease) -> None:
         if not ended:

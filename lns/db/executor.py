@@ -76,15 +76,36 @@ def run_in_transaction(engine: Engine, work: Callable[..., _T], *args: Any) -> _
     """``work(connection, *args)`` in one transaction; database errors as one line."""
 
     def run() -> _T:
+        _require_file(engine)
         with engine.begin() as connection:
             return work(connection, *args)
 
-    return _one_line(run)
+    return _recovering(engine, run)
 
 
 def run_with_engine(engine: Engine, work: Callable[..., _T], *args: Any) -> _T:
     """``work(engine, *args)``; database errors as one line."""
-    return _one_line(lambda: work(engine, *args))
+    return _recovering(engine, lambda: work(engine, *args))
+
+
+def _recovering(engine: Engine, work: Callable[[], _T]) -> _T:
+    """After a database error the engine's connections are closed: the next call opens
+    new ones, so the node recovers as soon as the database is usable again (a SQLite
+    connection opened while its file was read-only stays read-only, for one)."""
+    try:
+        return _one_line(work)
+    except DatabaseUnavailable:
+        engine.dispose()
+        raise
+
+
+def _require_file(engine: Engine) -> None:
+    """SQLite writes on into a database file that was deleted: refuse instead."""
+    if engine.dialect.name != "sqlite":
+        return
+    path = engine.url.database
+    if path and path != ":memory:" and not os.path.exists(path):
+        raise DatabaseUnavailable(f"database error: the database file {path} is gone")
 
 
 class Executor(Protocol):

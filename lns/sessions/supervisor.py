@@ -44,7 +44,7 @@ from lns.dataplane.forwarder import SessionPath
 from lns.deadlines import Deadlines
 from lns.l2tp.proxy import ProxyAuth, ProxyLcp
 from lns.l2tp.result import CdnResult
-from lns.pool.allocator import AddressOutsidePool, AllocationRequest, Lease
+from lns.pool.allocator import AddressOutsidePool, AllocationRequest, Lease, PoolUnavailable
 from lns.ppp import session as ppp
 from lns.ppp.auth import CallContext, Decision
 from lns.ppp.session import PppSession, PppSettings
@@ -254,7 +254,12 @@ class SessionSupervisor:
             # used as it is, with no lease to record or release.
             record.address = requested
             return self._ppp(record, record.ppp.address_assigned(requested, None, now), now)
-        reason = str(error) or type(error).__name__
+        if isinstance(error, PoolUnavailable):
+            # The database is down: the LAC hears it is temporary; the detail is for our
+            # log (the pool logs it once per outage), not for the operator's gateway.
+            reason = "address pool temporarily unavailable"
+        else:
+            reason = str(error) or type(error).__name__
         return self._ppp(record, record.ppp.address_failed(reason, now), now)
 
     def _superseded(self, record: SessionRecord | None, lease: Lease, now: float) -> list[Effect]:

@@ -101,6 +101,18 @@ class ThrowawayDatabase:
     def drop(self) -> None:
         self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
+    def refuse_connections(self) -> None:
+        """An outage: every connection to it is cut and new ones are refused."""
+        self._execute(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS false')
+        self._execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{self.name}' AND pid <> pg_backend_pid()"
+        )
+
+    def accept_connections(self) -> None:
+        """The end of the outage."""
+        self._execute(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS true')
+
 
 # --- leases ------------------------------------------------------------------------------
 

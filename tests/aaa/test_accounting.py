@@ -7,12 +7,14 @@ import dataclasses
 import ipaddress
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import pytest_twisted
 from sqlalchemy import event
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import globalLogPublisher
 
 from aaa.radius import spool
 from aaa.radius.accounting import AcctStatus, RadiusAccounting, session_attributes
@@ -310,6 +312,48 @@ def test_accounting_on_waits_for_what_came_before_and_goes_alone(engine, executo
         assert spooled(engine) == []
     finally:
         yield acct.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_records_made_while_the_database_is_down_wait_and_are_spooled_when_it_is_back(
+    engine, executor
+):
+    """Issue 16: an outage loses no record; it is logged once, and so is the recovery."""
+    clock = task.Clock()
+    clock.advance(1_700_000_000.0)
+    watched = Watched()
+    acct = accounting(watched, executor, clock=clock, retry_initial=2)
+    path = Path(engine.url.database)
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield acct.start()
+    try:
+        path.rename(path.with_suffix(".away"))  # the database file is gone
+        info = session(acct, clock.seconds())
+        started = acct.session_started(info)
+        stopped = acct.session_stopped(info, TerminateCause.USER_REQUEST)
+        for _ in range(3):  # the tries back off; nothing is sent unspooled meanwhile
+            yield task.deferLater(reactor, 0.05, lambda: None)
+            clock.advance(30)
+        assert not started.called
+        assert watched.requests == []
+        path.with_suffix(".away").rename(path)  # back
+        clock.advance(30)
+        yield started
+        yield stopped
+        yield watched.sent(1)
+        ack(watched, 0)
+        yield watched.sent(2)
+        ack(watched, 1)
+        yield acct.idle()
+        assert [r.get("Acct-Status-Type") for r in watched.requests] == [1, 2]
+        assert spooled(engine) == []
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        yield acct.stop()
+    lines = [e["log_format"] for e in events if "accounting spool" in e.get("log_format", "")]
+    assert len([line for line in lines if "unavailable" in line]) == 1
+    assert len([line for line in lines if "usable again" in line]) == 1
 
 
 @pytest_twisted.inlineCallbacks

@@ -248,3 +248,37 @@ def test_stopping_cancels_the_retry(empty_sqlite_url):
     with pytest.raises(PoolUnavailable, match="is stopped"):
         yield ready
     yield shut(pool)  # twice is harmless
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_database_gone_meanwhile_refuses_allocations_then_recovers_logging_each_once(
+    sqlite_url,
+):
+    """Issue 16: the database file disappears under a running node (SQLite would write on
+    into the deleted file); allocations are refused as unavailable, the outage and the
+    recovery are logged once each, and the pool works again without a restart."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+    from twisted.logger import globalLogPublisher
+
+    prepare(sqlite_url)
+    pool = make_pool(sqlite_url)
+    yield pool.start()
+    path = Path(make_url(sqlite_url).database)
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        path.rename(path.with_suffix(".away"))
+        for n in (1, 2, 3):
+            with pytest.raises(PoolUnavailable, match="is gone"):
+                yield pool.allocate(AllocationRequest(iccid(n), 1, n))
+        path.with_suffix(".away").rename(path)
+        lease = yield pool.allocate(AllocationRequest(iccid(4), 1, 4))
+        assert lease.address == ipaddress.IPv4Address("10.0.0.0")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        yield shut(pool)
+    lines = [e.get("log_format", "") for e in events]
+    assert len([line for line in lines if "the database is unavailable" in line]) == 1
+    assert len([line for line in lines if "usable again" in line]) == 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from lns.l2tp.result import CdnResult
-from lns.pool.allocator import AddressOutsidePool, AllocationRequest, PoolExhausted
+from lns.pool.allocator import AddressOutsidePool, AllocationRequest, PoolExhausted, PoolUnavailable
 from lns.ppp.auth import Decision
 from lns.ppp.termination import TerminateCause
 from lns.sessions import effects as fx
@@ -400,3 +400,16 @@ def test_a_late_lease_that_took_a_live_sessions_lease_ends_that_session_too():
     record = world.supervisor.get(third)
     assert record is not None
     assert [r.key for r in world.supervisor] == [third]
+
+
+def test_a_database_outage_is_told_to_the_lac_as_temporary_without_its_detail():
+    class Down(FakePool):
+        def allocate(self, request, node=NODE):
+            raise PoolUnavailable("database error: unable to open database file /var/lib/x")
+
+    world = World(pool=Down())
+    key = world.attach(1)
+    [(cleared, result, message)] = world.cdns()
+    assert cleared == key
+    assert result is CdnResult.TEMPORARY_LACK_OF_FACILITIES
+    assert message == "no address: address pool temporarily unavailable"
