@@ -50,21 +50,17 @@ class CallHandler(Protocol):
     def call_cleared(self, event: CallCleared) -> None: ...
 
 
-class CallRecorder:
-    """Keeps established calls and counts their frames; stands in until a PPP layer is given."""
-
-    def __init__(self) -> None:
-        self.calls: dict[tuple[int, int], CallEstablished] = {}
-        self.frames = 0
+class NoCalls:
+    """Ignores calls: what an L2TP service without a layer above does (tests of L2TP)."""
 
     def call_established(self, event: CallEstablished) -> None:
-        self.calls[(event.tunnel_id, event.call.session_id)] = event
+        return None
 
     def ppp_frame_received(self, tunnel_id: int, session_id: int, frame: bytes) -> None:
-        self.frames += 1
+        return None
 
     def call_cleared(self, event: CallCleared) -> None:
-        self.calls.pop((event.tunnel_id, event.session_id), None)
+        return None
 
 
 class L2tpService(service.Service):
@@ -81,7 +77,7 @@ class L2tpService(service.Service):
         self.reactor: IReactorTime = default_reactor(reactor)
         self.endpoint = endpoint
         self.listen = listen
-        self.calls: CallHandler = calls if calls is not None else CallRecorder()
+        self.calls: CallHandler = calls if calls is not None else NoCalls()
         self.shutdown_grace = shutdown_grace
         self.port: PktinfoUdpPort | None = None
         self._timer = DeadlineTimer(self.reactor, self._on_timer)

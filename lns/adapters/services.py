@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
@@ -33,7 +34,7 @@ from lns.adapters.nodes import (
     identity_of,
 )
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
-from lns.adapters.sessions import AddressAllocator, Authenticator, SessionRunner
+from lns.adapters.sessions import SessionRunner
 from lns.adapters.startup import Startup, StartupError
 from lns.config import Config
 from lns.db import database
@@ -47,6 +48,7 @@ from lns.ppp.lcp import AuthProtocol
 from lns.ppp.session import LcpRenegotiation, NoProxyAuth, PppSettings
 from lns.runtime import default_reactor
 from lns.sessions.accounting import AcctSessionIds
+from lns.sessions.backends import AddressAllocator, Authenticator
 from lns.sessions.supervisor import SessionSupervisor, SupervisorSettings
 
 NO_AAA = "no AAA back end: no [[aaa.radius]] server is configured"
@@ -216,8 +218,8 @@ class NodeService(service.MultiService):
 def make_service(
     config: Config,
     reactor: IReactorTime | None = None,
-    authenticator: Authenticator | None = None,
-    allocator: AddressAllocator | None = None,
+    authenticator: Authenticator[defer.Deferred[Decision]] | None = None,
+    allocator: AddressAllocator[defer.Deferred[Any]] | None = None,
 ) -> NodeService:
     """Every service of the node. Tests inject their own AAA or allocator."""
     reactor = default_reactor(reactor)

@@ -11,7 +11,7 @@ only executes. An IP packet of an open session goes straight to the data plane.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -21,31 +21,18 @@ from twisted.python.failure import Failure
 from lns.adapters.dataplane import DataPlane
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.effects import CallCleared, CallEstablished
-from lns.pool.allocator import AllocationRequest, Lease
-from lns.ppp.auth import AuthRequest, CallContext, Decision
+from lns.pool.allocator import Lease
+from lns.ppp.auth import CallContext, Decision
 from lns.ppp.frame import ip_packet
 from lns.ppp.termination import TerminateCause
 from lns.runtime import DeadlineTimer
 from lns.sessions import effects as fx
 from lns.sessions.accounting import Accounting, RecordKind
+from lns.sessions.backends import AddressAllocator, Authenticator
 from lns.sessions.record import SessionRecord
 from lns.sessions.supervisor import SessionQuery, SessionSupervisor
 
-__all__ = ["AddressAllocator", "Authenticator", "CallLink", "SessionRunner"]
-
-
-class Authenticator(Protocol):
-    """The AAA back end (RADIUS in production)."""
-
-    def authenticate(self, request: AuthRequest) -> defer.Deferred[Decision]: ...
-
-
-class AddressAllocator(Protocol):
-    """The address pool (SQL in production)."""
-
-    def allocate(self, request: AllocationRequest) -> defer.Deferred[Lease]: ...
-
-    def release(self, lease: Lease) -> defer.Deferred[None]: ...
+__all__ = ["CallLink", "SessionRunner"]
 
 
 class CallLink(Protocol):
@@ -64,8 +51,8 @@ class SessionRunner:
     def __init__(
         self,
         supervisor: SessionSupervisor,
-        authenticator: Authenticator,
-        allocator: AddressAllocator,
+        authenticator: Authenticator[defer.Deferred[Decision]],
+        allocator: AddressAllocator[defer.Deferred[Any]],
         dataplane: DataPlane,
         clock: IReactorTime,
         accounting: Accounting[defer.Deferred[None]] | None = None,

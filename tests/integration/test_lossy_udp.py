@@ -13,10 +13,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from lns.adapters.l2tp import CallRecorder, L2tpService
+from lns.adapters.l2tp import L2tpService
 from lns.l2tp.endpoint import LacMatch, LnsEndpoint
 from lns.l2tp.reliable import RetransmitPolicy
 from lns.l2tp.tunnel import LacPeer, TunnelSettings
+from lns.testing.call_recorder import CallRecorder
 from lns.testing.capture import Capture, pcap_check, tshark_available
 from lns.testing.lac_client import LacClient
 from lns.testing.lacsim.lac import Lac, Phase, default_proxy_lcp, proxy_chap, proxy_pap
