@@ -100,6 +100,9 @@ class LnsEndpoint:
         self.hello_rtts = Histogram()  # every tunnel's HELLO round trips (section 6.5)
         self._rng = rng if rng is not None else random.SystemRandom()
         self._by_setup: dict[tuple[str, int, int], int] = {}
+        # The key each tunnel was set up under: the peer's Assigned Tunnel ID as its SCCRQ
+        # said it, which the tunnel itself may never have adopted (a refused SCCRQ).
+        self._setup_key: dict[int, tuple[str, int, int]] = {}
         self._dirty: set[int] = set()
         self._deadlines: Deadlines[int] = Deadlines()
         self._outbox: list[Datagram] = []
@@ -243,7 +246,9 @@ class LnsEndpoint:
             hello_rtts=self.hello_rtts,
         )
         self.tunnels[tunnel_id] = conn
-        self._by_setup[(peer[0], peer[1], sccrq.assigned_tunnel_id)] = tunnel_id
+        setup_key = (peer[0], peer[1], sccrq.assigned_tunnel_id)
+        self._by_setup[setup_key] = tunnel_id
+        self._setup_key[tunnel_id] = setup_key
         self._unproven.add(tunnel_id)
         self._per_lac[chosen.lac.name] += 1
         self._per_lac_unproven[chosen.lac.name] += 1
@@ -527,8 +532,8 @@ class LnsEndpoint:
             self._unproven.discard(conn.tunnel_id)
             self._per_lac_unproven[conn.lac.name] -= 1
             self.counters["tunnels_never_established"] += 1
-        key = (conn.peer[0], conn.peer[1], conn.peer_tunnel_id)
-        if self._by_setup.get(key) == conn.tunnel_id:
+        key = self._setup_key.pop(conn.tunnel_id, None)
+        if key is not None and self._by_setup.get(key) == conn.tunnel_id:
             del self._by_setup[key]
 
     def get_timer(self) -> float | None:

@@ -45,3 +45,18 @@ def test_the_driver_reaches_established_tunnels_and_calls() -> None:
     assert conn.was_established
     assert [c.state.value for c in conn.calls.values()] == ["established"]
     driver.fall_silent()
+
+
+def test_the_fuzzers_find_a_tunnel_refused_in_its_own_sccrq_leaves_nothing_behind() -> None:
+    """fuzz_endpoint found it: an SCCRQ whose tunnel never adopted the peer's Assigned
+    Tunnel ID (refused in that SCCRQ) left its retransmission entry behind for good."""
+    driver = EndpointDriver()
+    steps = [
+        (1, 0, 58623, b"\xe4\xe4?\xe4\xe4\xe4\xe4\xe4"),
+        (10, 1, 582911, b"?\x1c)\xfc\x08\xa0\x08#"),
+        (10, 1, 2295968, b"\xdd"),
+        *[(0, 0, 0, b"")] * 14,
+    ]
+    for step in steps:
+        driver.step(*step)
+    driver.fall_silent()
