@@ -3,8 +3,10 @@
 Nothing is updated per packet for Prometheus: a scrape reads the live objects (the
 session records and the supervisor's counters, the L2TP endpoint and its tunnels,
 the RADIUS client's per-server counters, the data plane's drop counters) through
-one custom collector, and the database's figures (accounting spool, pools) are
-fetched on the SQL executor first. The session records are summed a slice at a time,
+one custom collector, and the database's figures (accounting spool, pools) come from
+the SQL executor, asked at most every FIGURES_REFRESH seconds in the background so that
+a scrape never queues behind a setup storm's transactions (they are never shown older
+than FIGURES_MAX_AGE). The session records are summed a slice at a time,
 one slice per reactor turn, so that a scrape of 50,000 sessions never holds up a HELLO
 for more than a slice's worth of work. Names follow Prometheus's conventions: ``lns_``
 prefix, counters end in ``_total``, seconds and bytes.
@@ -59,6 +61,8 @@ __all__ = ["CONTENT_TYPE", "MetricsExporter", "NodeCollector"]
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 SLICE = 2000  # session records summed per reactor turn (about 2 ms of work)
+FIGURES_REFRESH = 5.0  # seconds: older database figures are fetched again for the next scrape
+FIGURES_MAX_AGE = 30.0  # seconds: older ones are not shown; the scrape waits for new ones
 _DROPS = ("malformed", "no_route", "spoofed", "too_big")
 
 
@@ -301,10 +305,13 @@ class MetricsExporter:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         self.registry.register(ProcessCollector(registry=None))
+        self._figures: DatabaseFigures | None = None
+        self._figures_at = 0.0
+        self._fetching: defer.Deferred[DatabaseFigures] | None = None
 
     def scrape(self) -> defer.Deferred[bytes]:
-        """The text exposition, once the database's figures are in (or known missing) and
-        the sessions summed."""
+        """The text exposition, once the sessions are summed and the database's figures
+        known (see :meth:`figures`)."""
         figures: list[DatabaseFigures] = []
 
         def render(totals: SessionTotals) -> bytes:
@@ -315,8 +322,43 @@ class MetricsExporter:
             finally:
                 self.collector.totals = None
 
-        d = self.state.database_figures().addCallback(figures.append)
+        d = self.figures().addCallback(figures.append)
         return d.addCallback(lambda _: self._sum_sessions()).addCallback(render)
+
+    def figures(self) -> defer.Deferred[DatabaseFigures]:
+        """The database's figures, at most FIGURES_MAX_AGE seconds old.
+
+        A scrape does not wait for the database while the last figures are younger
+        than that (the database may be busy with a setup storm's allocations and
+        accounting); it asks for new ones in the background once they are
+        FIGURES_REFRESH old, and only the first scrape, or one after a long silence,
+        waits for them.
+        """
+        now = self.state.clock.seconds()
+        if self._fetching is None and (
+            self._figures is None or now - self._figures_at >= FIGURES_REFRESH
+        ):
+            fetching = self.state.database_figures()
+            self._fetching = fetching
+            fetching.addCallback(self._fetched)  # may run at once
+        if self._figures is not None and now - self._figures_at < FIGURES_MAX_AGE:
+            return defer.succeed(self._figures)
+        waiting: defer.Deferred[DatabaseFigures] = defer.Deferred()
+        # Not fresh, so a fetch is in flight (one that answered at once was fresh).
+        assert self._fetching is not None
+
+        def hand_over(figures: DatabaseFigures) -> DatabaseFigures:
+            waiting.callback(figures)
+            return figures
+
+        self._fetching.addCallback(hand_over)
+        return waiting
+
+    def _fetched(self, figures: DatabaseFigures) -> DatabaseFigures:
+        self._figures = figures
+        self._figures_at = self.state.clock.seconds()
+        self._fetching = None
+        return figures
 
     def _sum_sessions(self) -> defer.Deferred[SessionTotals]:
         records = list(self.state.runner.supervisor)  # a snapshot: sessions come and go

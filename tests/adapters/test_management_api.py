@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import NOT_DONE_YET
@@ -18,6 +19,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from lns.adapters import metrics
 from lns.adapters.management import ManagementService
+from lns.adapters.node_state import DatabaseFigures
 from lns.config import ManagementSection, Secret
 from lns.ppp.auth import Decision
 from lns.ppp.termination import TerminateCause
@@ -421,3 +423,46 @@ def test_the_listener_says_how_it_is_protected(section, said):
     assert len(lines) == 1
     assert said in lines[0]
     assert TOKEN not in lines[0]
+
+
+def test_a_scrape_waits_for_the_database_only_when_its_figures_are_old(node: MemoryNode):
+    asked: list[defer.Deferred] = []
+
+    def database_figures():
+        asked.append(defer.Deferred())
+        return asked[-1]
+
+    node.state.database_figures = database_figures  # type: ignore[method-assign]
+    exporter = node.metrics
+
+    def scrape():
+        done = exporter.scrape()
+        for _ in range(5):
+            node.clock.advance(0)
+        return done
+
+    first = scrape()
+    assert len(asked) == 1
+    assert not first.called  # nothing known yet: the first scrape waits
+    asked[0].callback(DatabaseFigures(spool_depth=3))
+    for _ in range(5):
+        node.clock.advance(0)
+    assert first.called
+    assert b"lns_accounting_spool_records 3.0" in first.result
+
+    node.clock.advance(2.0)
+    assert scrape().called  # fresh: no database query
+    assert len(asked) == 1
+    node.clock.advance(4.0)
+    second = scrape()
+    assert second.called  # 6 s old: shown, and new ones asked for in the background
+    assert len(asked) == 2
+    assert scrape().called
+    assert len(asked) == 2  # one question at a time
+    node.clock.advance(30.0)
+    late = scrape()
+    assert not late.called  # too old to show: wait for the answer
+    asked[1].callback(DatabaseFigures(spool_depth=7))
+    for _ in range(5):
+        node.clock.advance(0)
+    assert b"lns_accounting_spool_records 7.0" in late.result
