@@ -573,10 +573,6 @@ class RadiusAccounting:
         """How many records of this node wait in the spool."""
         return self._db(spool.pending, self.node)
 
-    def spool_summary(self) -> defer.Deferred[tuple[int, datetime | None]]:
-        """How many records of this node wait in the spool, and when the oldest was made."""
-        return self._db(spool.summary, self.node)
-
 
 def _datetime(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
