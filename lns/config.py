@@ -139,6 +139,7 @@ class L2tpSection:
     max_tunnels: int = 1024
     max_tunnels_setting_up: int = 256
     max_connecting_calls: int = 1024
+    max_setups_in_progress: int = 2000
     lacs: tuple[LacConfig, ...] = ()
 
 
@@ -788,6 +789,7 @@ _L2TP = _Spec(
         "max_tunnels": _Key(_integer(1, 65535)),
         "max_tunnels_setting_up": _Key(_integer(1, 65535)),
         "max_connecting_calls": _Key(_integer(1, 65535)),
+        "max_setups_in_progress": _Key(_integer(1, 1_000_000)),
         "lac": _Sub(_LAC, attr="lacs", array=True, unique="name"),
     },
     finish=_finish_l2tp,

@@ -52,5 +52,8 @@ class Deadlines(Generic[Key]):
                 due.append(key)
         return due
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._current
+
     def __len__(self) -> int:
         return len(self._current)

@@ -3,6 +3,11 @@
 Feeds it datagrams and reactor time, sends what it returns, keeps one timer
 at its next deadline, logs one line per tunnel and session event, and hands
 calls and PPP frames to the layer above through :class:`CallHandler`.
+Control traffic first (DESIGN.md section 6): the datagrams read in one wake-up
+all go through the L2TP core, and its output (acknowledgements, HELLO acks,
+ICRPs, CDNs) leaves the socket, before any of the PPP, RADIUS and database
+work they start is handed to the layer above, so a HELLO read behind 63 ICCNs
+is answered before the first of their sessions is set up.
 Every line that a peer's datagrams can cause at will (drops, refusals, tunnels
 and calls that never came up) goes through a per-kind :class:`RateLimit` of
 ``PEER_LINES_PER_SECOND``, and says how many of its kind were not logged: a
@@ -14,6 +19,7 @@ before it closes the socket.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import Protocol
 
 from twisted.application import service
@@ -21,7 +27,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger, LogLevel
 
-from lns.adapters.udp import Address, PktinfoUdpPort
+from lns.adapters.udp import Address, PktinfoUdpPort, Received
 from lns.l2tp.avp import ResultCode
 from lns.l2tp.effects import (
     CallCleared,
@@ -38,6 +44,8 @@ from lns.l2tp.endpoint import LnsEndpoint
 from lns.runtime import DeadlineTimer, RateLimit, default_reactor
 
 PEER_LINES_PER_SECOND = 2
+# What the layer above is told, in arrival order, once the control output has left.
+_Upward = CallEstablished | CallCleared | PppFrameReceived
 
 
 class CallHandler(Protocol):
@@ -113,7 +121,6 @@ class L2tpService(service.Service):
         super().stopService()  # type: ignore[no-untyped-call]
         tunnels = len(self.endpoint.tunnels)
         self._handle(self.endpoint.shutdown(self.reactor.seconds()))
-        self._flush()
         done: defer.Deferred[None] = defer.Deferred()
         if self.endpoint.closing:
             self.log.info("sent StopCCN to {tunnels} tunnels, waiting for acks", tunnels=tunnels)
@@ -142,19 +149,27 @@ class L2tpService(service.Service):
     # --- input -------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, peer: Address, local: str | None) -> None:
-        effects = self.endpoint.datagram_received(data, peer, self.reactor.seconds(), local)
-        if len(effects) == 1 and isinstance(effects[0], PppFrameReceived):
-            frame = effects[0]  # the data path: no logging, no control output
-            self.calls.ppp_frame_received(frame.tunnel_id, frame.session_id, frame.frame)
-            return
-        self._handle(effects)
+        self.datagrams_received(((data, peer, local),))
+
+    def datagrams_received(self, batch: Iterable[Received]) -> None:
+        """The datagrams of one read: the L2TP core takes them all and its output is sent;
+        then the layer above gets, in order, the calls and frames they carried."""
+        endpoint = self.endpoint
+        now = self.reactor.seconds()
+        upward: list[_Upward] = []
+        for data, peer, local in batch:
+            effects = endpoint.datagram_received(data, peer, now, local)
+            if len(effects) == 1 and isinstance(effects[0], PppFrameReceived):
+                upward.append(effects[0])  # the data path: no logging, no control output
+            elif effects:
+                upward += self._log_all(effects)
         self._flush()
-        if self._all_acked is not None and not self.endpoint.closing:
+        self._deliver(upward)
+        if self._all_acked is not None and not endpoint.closing:
             self._acked_or_timeout()
 
     def _on_timer(self) -> None:
         self._handle(self.endpoint.handle_timer(self.reactor.seconds()))
-        self._flush()
 
     # --- commands from the layer above ------------------------------------------------
 
@@ -170,7 +185,6 @@ class L2tpService(service.Service):
     ) -> None:
         now = self.reactor.seconds()
         self._handle(self.endpoint.disconnect_call(tunnel_id, session_id, result, reason, now))
-        self._flush()
 
     def close_tunnel(self, tunnel_id: int, result: ResultCode, reason: str) -> bool:
         """Clear a tunnel with a StopCCN (an operator's request); False when there is none."""
@@ -178,7 +192,6 @@ class L2tpService(service.Service):
             return False
         now = self.reactor.seconds()
         self._handle(self.endpoint.close_tunnel(tunnel_id, result, reason, now))
-        self._flush()
         return True
 
     # --- output ------------------------------------------------------------------
@@ -191,14 +204,29 @@ class L2tpService(service.Service):
         self._timer.set(self.endpoint.get_timer())
 
     def _handle(self, effects: list[Effect]) -> None:
+        """Log the core's effects, send its output, then tell the layer above."""
+        upward = self._log_all(effects)
+        self._flush()
+        self._deliver(upward)
+
+    def _log_all(self, effects: list[Effect]) -> list[_Upward]:
+        """Log each effect; returns those for the layer above."""
+        upward: list[_Upward] = []
         for effect in effects:
             self._log(effect)
-            if isinstance(effect, CallEstablished):
-                self.calls.call_established(effect)
-            elif isinstance(effect, CallCleared):
-                self.calls.call_cleared(effect)
-            elif isinstance(effect, PppFrameReceived):
-                self.calls.ppp_frame_received(effect.tunnel_id, effect.session_id, effect.frame)
+            if isinstance(effect, CallEstablished | CallCleared | PppFrameReceived):
+                upward.append(effect)
+        return upward
+
+    def _deliver(self, upward: list[_Upward]) -> None:
+        calls = self.calls
+        for effect in upward:
+            if isinstance(effect, PppFrameReceived):
+                calls.ppp_frame_received(effect.tunnel_id, effect.session_id, effect.frame)
+            elif isinstance(effect, CallEstablished):
+                calls.call_established(effect)
+            else:
+                calls.call_cleared(effect)
 
     def _limited(self, kind: str) -> RateLimit | None:
         """The limit for one kind of peer-driven line; None when this one is over it."""

@@ -19,6 +19,8 @@ prefix, counters end in ``_total``, seconds and bytes.
     lns_session_setups_total                                  sessions that came up
     lns_session_setup_failures_total{reason}                  sessions that ended before
     lns_session_setup_duration_seconds                        histogram: ICRQ to IPCP Opened
+    lns_session_setups_in_progress                            ICRQ answered, not up nor failed
+    lns_session_setups_refused_total                          ICRQs refused: too many in progress
     lns_radius_requests_total{server,type}                    per server port and request type
     lns_radius_timeouts_total{server,type}
     lns_radius_request_duration_seconds{server,type}          histogram: request to reply
@@ -160,6 +162,18 @@ class NodeCollector:
         )
         latency.add_metric([], _buckets(stats.setup_latency), stats.setup_latency.sum)
         yield latency
+        admission = self.state.l2tp.endpoint.admission
+        yield GaugeMetricFamily(
+            "lns_session_setups_in_progress",
+            "Session setups in progress: calls waiting for their ICCN and sessions not up yet",
+            value=admission.in_progress,
+        )
+        yield CounterMetricFamily(
+            "lns_session_setups_refused",
+            "ICRQs refused with a CDN (temporarily out of resources) because"
+            " [l2tp] max_setups_in_progress setups were in progress",
+            value=admission.refused,
+        )
         ended = stats.ended_traffic
         packets = CounterMetricFamily(
             "lns_dataplane_packets",

@@ -79,6 +79,7 @@ LIVE: frozenset[tuple[str, ...]] = frozenset(
                 "max_tunnels",
                 "max_tunnels_setting_up",
                 "max_connecting_calls",
+                "max_setups_in_progress",
                 "lacs",
             )
         ),

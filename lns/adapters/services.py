@@ -78,6 +78,7 @@ def tunnel_settings(config: Config) -> TunnelSettings:
         max_tunnels=l2tp.max_tunnels,
         max_tunnels_setting_up=l2tp.max_tunnels_setting_up,
         max_connecting_calls=l2tp.max_connecting_calls,
+        max_setups_in_progress=l2tp.max_setups_in_progress,
     )
 
 
@@ -286,7 +287,11 @@ def make_service(
         reactor,
         accounting,
     )
-    endpoint = LnsEndpoint(tunnel_settings(config), lac_matches(config))
+    endpoint = LnsEndpoint(
+        tunnel_settings(config),
+        lac_matches(config),
+        setups_elsewhere=lambda: supervisor.setups_in_progress,
+    )
     l2tp = L2tpService(
         endpoint,
         (config.l2tp.listen_host, config.l2tp.listen_port),

@@ -4,7 +4,9 @@ A LAC drops a reply that comes from another address than the one it sent to
 (DESIGN.md section 3). With the socket bound to a wildcard address the kernel
 would choose the reply's source, so we read the destination of every datagram
 with IP_PKTINFO / IPV6_PKTINFO and send the reply from it. Reads are drained
-in batches per wake-up of the reactor.
+in batches per wake-up of the reactor, and each batch is handed over whole, so
+the receiver can answer its control messages before it starts the work they ask
+for (the L2TP service does: DESIGN.md section 6).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 Address = tuple[str, int]
+Received = tuple[bytes, Address, str | None]  # data, sender, our address it was sent to
 
 # Linux values; Python's socket module does not export IP_PKTINFO.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -34,7 +37,8 @@ MAX_DATAGRAM = 65535
 
 
 class DatagramSink(Protocol):
-    def datagram_received(self, data: bytes, peer: Address, local: str | None) -> None: ...
+    def datagrams_received(self, batch: list[Received]) -> None:
+        """The datagrams of one read, in arrival order."""
 
 
 @implementer(IReadDescriptor)
@@ -104,21 +108,23 @@ class PktinfoUdpPort:
 
     def doRead(self) -> None:
         sock = self._socket
+        if sock is None:
+            return
+        batch: list[Received] = []
         for _ in range(self.batch):
-            if sock is None:
-                return
             try:
                 data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM, _ANCILLARY_SPACE)
             except BlockingIOError:
-                return
+                break
             except OSError as exc:
                 # ICMP errors from earlier sends surface here (ECONNREFUSED...).
                 self.receive_errors += 1
                 if exc.errno in (errno.EBADF, errno.ENOTSOCK):
-                    return
+                    break
                 continue
-            self.sink.datagram_received(data, (addr[0], addr[1]), self._destination(ancillary))
-            sock = self._socket
+            batch.append((data, (addr[0], addr[1]), self._destination(ancillary)))
+        if batch:
+            self.sink.datagrams_received(batch)
 
     def _destination(self, ancillary: list[tuple[int, int, bytes]]) -> str | None:
         for level, kind, data in ancillary:

@@ -26,13 +26,13 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from lns.deadlines import Deadlines
 from lns.histogram import Histogram
 from lns.l2tp import ids
-from lns.l2tp.admission import PerSecond
+from lns.l2tp.admission import PerSecond, SetupAdmission
 from lns.l2tp.avp import AttributeType, MessageType, ResultCode, make
 from lns.l2tp.control import Sccrq, UnusableMessage, parse
 from lns.l2tp.effects import Effect, PacketDropped, PppFrameReceived, TunnelRefused
@@ -85,14 +85,23 @@ class _Chosen:
 
 
 class LnsEndpoint:
-    """All tunnels of this node: routing, admission, set-up, timers and output."""
+    """All tunnels of this node: routing, admission, set-up, timers and output.
+
+    ``setups_elsewhere`` counts the session setups in progress past their ICCN (the
+    layers above: PPP, AAA, the pool); with the calls waiting for an ICCN they make
+    the setups in progress that ``max_setups_in_progress`` bounds.
+    """
 
     def __init__(
         self,
         settings: TunnelSettings,
         lacs: Iterable[LacMatch],
         rng: random.Random | None = None,
+        setups_elsewhere: Callable[[], int] | None = None,
     ) -> None:
+        self.admission = SetupAdmission(settings.max_setups_in_progress)
+        if setups_elsewhere is not None:
+            self.admission.elsewhere = setups_elsewhere
         self.settings = settings
         self.lacs = tuple(lacs)
         self.tunnels: dict[int, ControlConnection] = {}
@@ -112,6 +121,16 @@ class LnsEndpoint:
         self._per_source = PerSecond(settings.unauthenticated_per_source)
         self._stateless = PerSecond(settings.stateless_replies)
         self._unknown_answered = PerSecond(1)  # one StopCCN per unknown tunnel a second
+
+    @property
+    def settings(self) -> TunnelSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: TunnelSettings) -> None:
+        """New settings (a reload): new tunnels take them; the node-wide bounds apply now."""
+        self._settings = settings
+        self.admission.limit = settings.max_setups_in_progress
 
     # --- input ------------------------------------------------------------------
 
@@ -244,6 +263,7 @@ class LnsEndpoint:
             now,
             local=local,
             hello_rtts=self.hello_rtts,
+            admission=self.admission,
         )
         self.tunnels[tunnel_id] = conn
         setup_key = (peer[0], peer[1], sccrq.assigned_tunnel_id)

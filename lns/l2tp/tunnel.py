@@ -39,6 +39,7 @@ from lns.deadlines import Deadlines
 from lns.histogram import Histogram
 from lns.iccid import InvalidIccid, parse_iccid
 from lns.l2tp import ids
+from lns.l2tp.admission import SetupAdmission
 from lns.l2tp.avp import AttributeType, MessageType, ResultCode
 from lns.l2tp.control import (
     CALL_MESSAGES,
@@ -121,6 +122,10 @@ class TunnelSettings:
     # new messages are not taken (nor acknowledged) until it acknowledges ours.
     max_queued: int = 1024
     # --- node-wide, read by the endpoint ---
+    # Session setups in progress (ICRQ to IPCP Opened or failure); an ICRQ beyond gets a
+    # CDN "temporarily out of resources" (lns.l2tp.admission). Above a LAC's setup burst
+    # (a load generator's default concurrency is 1000), a few seconds of the node's work.
+    max_setups_in_progress: int = 2000
     max_tunnels: int = 1024  # tunnels in memory, any state
     max_tunnels_setting_up: int = 256  # tunnels not established yet
     # Before the peer proved the secret: the largest message and the most AVPs we
@@ -175,6 +180,7 @@ class ControlConnection:
         now: float,
         local: str | None = None,
         hello_rtts: Histogram | None = None,
+        admission: SetupAdmission | None = None,
     ) -> None:
         self.tunnel_id = tunnel_id
         self.peer = peer
@@ -210,6 +216,11 @@ class ControlConnection:
         self._hello_sent: tuple[float, int] | None = None  # (when, acknowledged count then)
         self._linger_until: float | None = None
         self._connecting: Deadlines[int] = Deadlines()  # calls waiting for their ICCN
+        # The node's bound on setups in progress, shared by its tunnels (each counts its
+        # calls waiting for an ICCN in it); a tunnel on its own has a bound of its own.
+        self._admission = (
+            admission if admission is not None else SetupAdmission(settings.max_setups_in_progress)
+        )
 
     # --- input ------------------------------------------------------------------
 
@@ -263,7 +274,10 @@ class ControlConnection:
 
     def _dispatch(self, session_id: int, message: Incoming, now: float) -> list[Effect]:
         if self.state in (TunnelState.CLOSED, TunnelState.CLOSING):
-            return []  # acknowledged by the channel, nothing else to do
+            # Nothing to do but acknowledge, and nothing of ours will carry the ack: at
+            # once, before our StopCCN's acknowledgement lets the node close its socket.
+            self.channel.ack_now(now)
+            return []
         if isinstance(message, UnusableMessage):
             return self._unusable(session_id, message, now)
         handler = _TUNNEL_TRANSITIONS.get((self.state, type(message)))
@@ -412,6 +426,9 @@ class ControlConnection:
                 f"{waiting} calls of this tunnel already wait for their ICCN",
             )
             return self._refuse_call(peer_session, calling, code)
+        refusal = self._admission.refusal()
+        if refusal is not None:
+            return self._refuse_call(peer_session, calling, refusal)
         our_session = ids.allocate(self._rng, self.calls)
         if len(self.calls) >= self.settings.max_calls or our_session is None:
             code = ResultCode(
@@ -432,6 +449,7 @@ class ControlConnection:
         )
         self.calls[call.session_id] = call
         self._connecting.set(call.session_id, now + self.settings.connect_timeout)
+        self._admission.connecting += 1
         self._send(Icrp(assigned_session_id=call.session_id), peer_session)
         return []
 
@@ -462,7 +480,11 @@ class ControlConnection:
             text = f"ICCN in call state {call.state.value}"
             return [PacketDropped(self.peer, "unexpected", text)]
         call.connect(message)
-        self._connecting.discard(call.session_id)
+        self._stop_waiting(call.session_id)
+        # Nothing of ours answers an ICCN, and the layer above now starts PPP, RADIUS and
+        # database work for the call: acknowledge at once, not after the hold-off that
+        # work could stretch (DESIGN.md section 6: control traffic is never stuck behind it).
+        self.channel.ack_now(now)
         return [
             CallEstablished(self.tunnel_id, call, self.lac.name, self.peer_hostname, self.peer[0])
         ]
@@ -477,7 +499,8 @@ class ControlConnection:
         if call is None:
             return self._unknown_session("CDN", session_id)
         del self.calls[call.session_id]
-        self._connecting.discard(call.session_id)
+        self._stop_waiting(call.session_id)
+        self.channel.ack_now(now)  # as for an ICCN: the session's teardown work follows
         was_established = call.state is CallState.ESTABLISHED
         call.state = CallState.CLOSED
         code = message.result_code or ResultCode(CdnResult.GENERAL_ERROR)
@@ -514,7 +537,7 @@ class ControlConnection:
         call = self.calls.pop(session_id, None)
         if call is None or self.state not in (TunnelState.ESTABLISHED, TunnelState.WAIT_CTL_CONN):
             return []
-        self._connecting.discard(session_id)
+        self._stop_waiting(session_id)
         was_established = call.state is CallState.ESTABLISHED
         call.state = CallState.CLOSED
         self._send(
@@ -548,8 +571,15 @@ class ControlConnection:
             )
             call.state = CallState.CLOSED
         self.calls.clear()
+        self._admission.connecting -= len(self._connecting)
         self._connecting = Deadlines()
         return effects
+
+    def _stop_waiting(self, session_id: int) -> None:
+        """The call waits for its ICCN no more (connected, cleared or timed out)."""
+        if session_id in self._connecting:
+            self._connecting.discard(session_id)
+            self._admission.connecting -= 1
 
     # --- teardown, timers, output -----------------------------------------------------
 
@@ -592,7 +622,9 @@ class ControlConnection:
             )
             return [*cleared, closed]
         effects: list[Effect] = []
-        for session_id in self._connecting.pop_due(now):
+        expired = self._connecting.pop_due(now)
+        self._admission.connecting -= len(expired)
+        for session_id in expired:
             call = self.calls.get(session_id)
             if call is not None and call.state is CallState.WAIT_CONNECT:
                 text = f"no ICCN within {self.settings.connect_timeout:g} s of our ICRP"

@@ -133,6 +133,7 @@ class SessionSupervisor:
         self._by_iccid: dict[str, list[SessionRecord]] = {}
         self._by_address: dict[IPv4, SessionRecord] = {}
         self._deadlines: Deadlines[int] = Deadlines()
+        self._setting_up = 0  # records in state SETTING_UP
         self.stats = SessionStats()
 
     # --- queries ----------------------------------------------------------------------
@@ -142,6 +143,12 @@ class SessionSupervisor:
 
     def __iter__(self) -> Iterator[SessionRecord]:
         return iter(list(self._by_key.values()))
+
+    @property
+    def setups_in_progress(self) -> int:
+        """Sessions between their ICCN and IPCP Opened (or failure): the part of the
+        node's setups in progress that L2TP's admission control cannot see."""
+        return self._setting_up
 
     def get(self, key: CallKey) -> SessionRecord | None:
         return self._by_key.get(key)
@@ -201,6 +208,7 @@ class SessionSupervisor:
         name = proxy_auth.name if proxy_auth is not None else b""
         user_name = format_user_name(self.settings.username_template, context.iccid, name)
         record = SessionRecord(self._serial, context, session, user_name, now, requested_at)
+        self._setting_up += 1
         self.stats.begun()
         self._by_key[key] = record
         self._by_serial[record.serial] = record
@@ -405,6 +413,8 @@ class SessionSupervisor:
 
     def _opened(self, record: SessionRecord, effect: ppp.SessionOpened, now: float) -> list[Effect]:
         decision = effect.decision
+        if record.state is SessionState.SETTING_UP:
+            self._setting_up -= 1
         record.state = SessionState.UP
         record.opened_at = now
         self.stats.opened(now - record.requested_at)
@@ -439,6 +449,8 @@ class SessionSupervisor:
         self, record: SessionRecord, cause: TerminateCause, message: str, now: float
     ) -> list[Effect]:
         was_up = record.state is SessionState.UP
+        if record.state is SessionState.SETTING_UP:
+            self._setting_up -= 1
         record.state = SessionState.CLOSED
         self._forget(record)
         if not was_up:

@@ -44,6 +44,7 @@ SETTINGS = TunnelSettings(
     max_tunnels=6,
     max_tunnels_setting_up=4,
     max_connecting_calls=3,
+    max_setups_in_progress=5,
     max_queued=8,
     connect_timeout=5.0,
     unauthenticated_per_source=20,
@@ -242,6 +243,9 @@ class EndpointDriver:
         assert endpoint.tunnels_setting_up == len(unproven) <= SETTINGS.max_tunnels_setting_up
         assert len(tunnels) <= LAC.max_tunnels
         assert len(unproven) <= LAC.max_tunnels_setting_up
+        # The node-wide count of calls waiting for an ICCN is their sum, within its bound.
+        waiting = sum(conn.connecting_calls for conn in tunnels.values())
+        assert endpoint.admission.connecting == waiting <= SETTINGS.max_setups_in_progress
         for conn in tunnels.values():
             assert conn.connecting_calls <= SETTINGS.max_connecting_calls
             assert len(conn.calls) <= SETTINGS.max_calls
@@ -257,6 +261,7 @@ class EndpointDriver:
         endpoint = self.endpoint
         assert endpoint.tunnels == {}, {t: c.state for t, c in endpoint.tunnels.items()}
         assert endpoint.tunnels_setting_up == 0
+        assert endpoint.admission.connecting == 0
         assert endpoint.get_timer() is None
         assert not endpoint._by_setup
         assert sum(endpoint._per_lac.values()) == 0

@@ -17,8 +17,14 @@ from lns.l2tp.avp import AttributeType, Avp, MessageType, make
 from lns.l2tp.effects import Effect
 from lns.l2tp.endpoint import Datagram, LacMatch, LnsEndpoint
 from lns.l2tp.header import ControlPacket, decode_packet, encode_control
-from lns.l2tp.message import ControlMessage, encode_message, peek
-from lns.l2tp.tunnel import LacPeer, TunnelSettings
+from lns.l2tp.message import ControlMessage, decode_message, encode_message, peek
+from lns.l2tp.tunnel import (
+    SCCCN_RESPONSE_TYPE,
+    LacPeer,
+    TunnelSettings,
+    TunnelState,
+    challenge_response,
+)
 from lns.testing.lacsim.lac import Lac
 
 _E = TypeVar("_E")
@@ -180,3 +186,48 @@ class RawPeer:
             self.received.append(datagram.data)
             if packet.payload:
                 self.nr = (packet.ns + 1) % 65536
+
+
+# Enough for an SCCRP to fit in the bytes of the SCCRQ, as in a real LAC's.
+LAC_LIKE = (
+    make(AttributeType.BEARER_CAPABILITIES, 3),
+    make(AttributeType.TIE_BREAKER, b"tiebreak"),
+    make(AttributeType.FIRMWARE_REVISION, 0x1120),
+    make(AttributeType.VENDOR_NAME, "Example Networks Inc."),
+    make(AttributeType.RECEIVE_WINDOW_SIZE, 16),
+)
+ICCID = "8944500102198304826"
+
+
+def establish_raw(net: Network, address: tuple[str, int], peer_tunnel: int = 77) -> RawPeer:
+    """A LAC tunnel played by hand beside ``net``'s: SCCRQ, SCCRP, SCCCN with our
+    challenge answered (the secret is SECRET)."""
+    start = len(net.to_others)
+    net.effects += net.endpoint.datagram_received(
+        sccrq(peer_tunnel, extra=LAC_LIKE), address, net.now
+    )
+    net.flush()
+    [sccrp] = [d.data for d in net.to_others[start:] if d.peer == address]
+    packet = decode_packet(sccrp)
+    assert isinstance(packet, ControlPacket)
+    challenge = decode_message(packet.payload, SECRET).get(AttributeType.CHALLENGE)
+    assert isinstance(challenge, bytes)
+    peer = RawPeer(net.endpoint, address, assigned_tunnel(sccrp), peer_tunnel, ns=1, nr=1)
+    response = challenge_response(SCCCN_RESPONSE_TYPE, SECRET, challenge)
+    scccn = ControlMessage(MessageType.SCCCN, (make(AttributeType.CHALLENGE_RESPONSE, response),))
+    net.effects += peer.send(scccn, net.now)
+    net.flush()
+    assert net.endpoint.tunnels[peer.tunnel_id].state is TunnelState.ESTABLISHED
+    return peer
+
+
+def icrq(peer_session: int, iccid: str = ICCID) -> ControlMessage:
+    """An ICRQ for the LAC's session ``peer_session``, calling number ``iccid``."""
+    return ControlMessage(
+        MessageType.ICRQ,
+        (
+            make(AttributeType.ASSIGNED_SESSION_ID, peer_session),
+            make(AttributeType.CALL_SERIAL_NUMBER, peer_session),
+            make(AttributeType.CALLING_NUMBER, iccid),
+        ),
+    )

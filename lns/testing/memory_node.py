@@ -145,18 +145,21 @@ class MemoryNode:
         self.config = config if config is not None else memory_config().config()
         self.clock = MemoryReactorClock()  # type: ignore[no-untyped-call]
         self.clock.advance(EPOCH)
-        self.endpoint = LnsEndpoint(
-            tunnel_settings(self.config), lac_matches(self.config), random.Random(1)
-        )
-        self.l2tp = L2tpService(self.endpoint, LNS_ADDRESS, reactor=self.clock)
-        self.port = MemoryPort()
-        self.l2tp.port = self.port  # type: ignore[assignment]
         self.supervisor = SessionSupervisor(
             supervisor_settings(self.config, accounting=True),
             ppp_settings(self.config),
             iter(AcctSessionIds(NODE, self.clock.seconds()), None),
             random.Random(2),
         )
+        self.endpoint = LnsEndpoint(
+            tunnel_settings(self.config),
+            lac_matches(self.config),
+            random.Random(1),
+            setups_elsewhere=lambda: self.supervisor.setups_in_progress,
+        )
+        self.l2tp = L2tpService(self.endpoint, LNS_ADDRESS, reactor=self.clock)
+        self.port = MemoryPort()
+        self.l2tp.port = self.port  # type: ignore[assignment]
         self.pool = FakePool(pool_size)
         self.accounting = Records()
         self.dataplane = DataPlane(

@@ -23,18 +23,18 @@ from lns.l2tp.header import ControlPacket, decode_packet, encode_control, encode
 from lns.l2tp.message import ControlMessage, decode_message, encode_message
 from lns.l2tp.result import CdnResult, GeneralError, StopCcnResult
 from lns.l2tp.tunnel import (
-    SCCCN_RESPONSE_TYPE,
     ControlConnection,
     TunnelSettings,
     TunnelState,
-    challenge_response,
 )
 from lns.testing.l2tp_network import (
     LAC_ADDRESS,
+    LAC_LIKE,
     SECRET,
     Network,
-    RawPeer,
     assigned_tunnel,
+    establish_raw,
+    icrq,
     make_endpoint,
     message_type,
     sccrq,
@@ -43,14 +43,6 @@ from lns.testing.lacsim.lac import Lac, Phase, SimulatedTunnel
 
 ICCID = "8944500102198304826"
 RATE = 2000.0  # datagrams a second from the attacker, as in issue 12's measurements
-# Enough for an SCCRP to fit in the bytes of the SCCRQ, as in a real LAC's.
-LAC_LIKE = (
-    make(AttributeType.BEARER_CAPABILITIES, 3),
-    make(AttributeType.TIE_BREAKER, b"tiebreak"),
-    make(AttributeType.FIRMWARE_REVISION, 0x1120),
-    make(AttributeType.VENDOR_NAME, "Example Networks Inc."),
-    make(AttributeType.RECEIVE_WINDOW_SIZE, 16),
-)
 
 
 def establish(net: Network) -> SimulatedTunnel:
@@ -70,27 +62,6 @@ def hello_is_answered_at_once(net: Network, tunnel: SimulatedTunnel) -> None:
 
 def others_since(net: Network, start: int) -> list[Datagram]:
     return net.to_others[start:]
-
-
-def establish_raw(net: Network, address: tuple[str, int], peer_tunnel: int = 77) -> RawPeer:
-    """A second LAC tunnel played by hand: SCCRQ, SCCRP, SCCCN with our challenge answered."""
-    start = len(net.to_others)
-    net.effects += net.endpoint.datagram_received(
-        sccrq(peer_tunnel, extra=LAC_LIKE), address, net.now
-    )
-    net.flush()
-    [sccrp] = [d.data for d in others_since(net, start) if d.peer == address]
-    packet = decode_packet(sccrp)
-    assert isinstance(packet, ControlPacket)
-    challenge = decode_message(packet.payload, SECRET).get(AttributeType.CHALLENGE)
-    assert isinstance(challenge, bytes)
-    peer = RawPeer(net.endpoint, address, assigned_tunnel(sccrp), peer_tunnel, ns=1, nr=1)
-    response = challenge_response(SCCCN_RESPONSE_TYPE, SECRET, challenge)
-    scccn = ControlMessage(MessageType.SCCCN, (make(AttributeType.CHALLENGE_RESPONSE, response),))
-    net.effects += peer.send(scccn, net.now)
-    net.flush()
-    assert net.endpoint.tunnels[peer.tunnel_id].state is TunnelState.ESTABLISHED
-    return peer
 
 
 # --- 70,000 half-open tunnels -------------------------------------------------------------
@@ -200,17 +171,6 @@ def test_the_per_lac_setup_cap_is_named_in_the_log_line() -> None:
 
 
 # --- 70,000 ICRQs without ICCN in one tunnel -------------------------------------------------
-
-
-def icrq(peer_session: int) -> ControlMessage:
-    return ControlMessage(
-        MessageType.ICRQ,
-        (
-            make(AttributeType.ASSIGNED_SESSION_ID, peer_session),
-            make(AttributeType.CALL_SERIAL_NUMBER, peer_session),
-            make(AttributeType.CALLING_NUMBER, ICCID),
-        ),
-    )
 
 
 def test_70000_icrqs_without_iccn_leave_at_most_the_cap() -> None:
@@ -523,6 +483,7 @@ def test_the_caps_come_from_the_configuration() -> None:
                 "max_tunnels": 10,
                 "max_tunnels_setting_up": 5,
                 "max_connecting_calls": 7,
+                "max_setups_in_progress": 9,
                 "lac": [
                     {
                         "name": "op-a",
@@ -538,5 +499,6 @@ def test_the_caps_come_from_the_configuration() -> None:
     settings = tunnel_settings(config)
     assert (settings.max_tunnels, settings.max_tunnels_setting_up) == (10, 5)
     assert settings.max_connecting_calls == 7
+    assert settings.max_setups_in_progress == 9
     [match] = lac_matches(config)
     assert (match.peer.max_tunnels, match.peer.max_tunnels_setting_up) == (4, 2)

@@ -244,6 +244,26 @@ def test_an_exhausted_pool_refuses_the_call_as_temporary():
     assert world.accounting() == []
 
 
+def test_setups_in_progress_count_sessions_from_their_call_until_up_or_failed():
+    # What L2TP's admission control (max_setups_in_progress) adds to its waiting calls.
+    world = World(aaa=lambda request: Decision(request.context.iccid != iccid(3)), hold=True)
+    keys = [world.attach(n) for n in (1, 2, 3)]
+    assert world.supervisor.setups_in_progress == 3
+    while world.pending:
+        world.deliver()
+    world.advance(1.0)
+    # Two came up, one was rejected: none is being set up any more.
+    assert [world.supervisor.get(key) is not None for key in keys] == [True, True, False]
+    assert world.supervisor.setups_in_progress == 0
+    # A setup that fails after the call (the LAC hangs up) leaves the count too.
+    key = world.attach(4)
+    assert world.supervisor.setups_in_progress == 1
+    world.cleared(key)
+    assert world.supervisor.setups_in_progress == 0
+    world.supervisor.shutdown(TerminateCause.ADMIN_REBOOT, "stop", world.now)
+    assert world.supervisor.setups_in_progress == 0
+
+
 # --- late answers ----------------------------------------------------------------------------
 
 

@@ -1,0 +1,218 @@
+"""Control traffic first (DESIGN.md section 6, issue 14) and admission control, over a
+whole node in memory on a fake clock (lns.testing.memory_node): the real L2TP service,
+session runner and supervisor, simulated LACs and devices.
+
+The clock never moves while a batch is handled, so an acknowledgement that has left
+before the layer above starts its work was sent as its datagram was read, not by a
+hold-off timer that the work could have delayed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer
+
+from lns.l2tp.avp import MessageType, ResultCode
+from lns.l2tp.effects import CallCleared, CallEstablished
+from lns.l2tp.header import ControlPacket, decode_packet
+from lns.l2tp.result import CdnResult, GeneralError
+from lns.ppp.auth import AuthRequest, Decision
+from lns.testing.l2tp_network import message_type
+from lns.testing.lacsim.device import Device
+from lns.testing.lacsim.lac import (
+    Lac,
+    Phase,
+    SimulatedCall,
+    SimulatedTunnel,
+    default_proxy_lcp,
+    proxy_chap,
+)
+from lns.testing.memory_node import LNS_ADDRESS, MemoryNode, memory_config
+
+LAC = ("192.0.2.10", 1701)
+
+
+def iccid(n: int) -> str:
+    return f"8944500{n:012d}"  # 19 digits
+
+
+class Witness:
+    """The layer above, noting what the node had sent when each call reached it."""
+
+    def __init__(self, node: MemoryNode) -> None:
+        self.node = node
+        self.inner = node.runner
+        self.sent_at_first_call: list[bytes] | None = None
+        self.calls = 0
+
+    def call_established(self, event: CallEstablished) -> None:
+        if self.sent_at_first_call is None:
+            self.sent_at_first_call = [data for data, _peer in self.node.port.sent]
+        self.calls += 1
+        self.inner.call_established(event)
+
+    def ppp_frame_received(self, tunnel_id: int, session_id: int, frame: bytes) -> None:
+        self.inner.ppp_frame_received(tunnel_id, session_id, frame)
+
+    def call_cleared(self, event: CallCleared) -> None:
+        self.inner.call_cleared(event)
+
+
+def place(lac: Lac, tunnel: SimulatedTunnel, n: int, device: bool = False) -> SimulatedCall:
+    return lac.place_call(
+        tunnel,
+        iccid(n),
+        proxy_lcp=default_proxy_lcp(lac.rng),
+        proxy_auth=proxy_chap(b"pw", lac.rng),
+        device=Device() if device else None,
+    )
+
+
+def acknowledges(data: bytes, tunnel: SimulatedTunnel) -> bool:
+    """``data`` is a control datagram of ours on ``tunnel`` acknowledging all it sent."""
+    packet = decode_packet(data)
+    return (
+        isinstance(packet, ControlPacket)
+        and packet.tunnel_id == tunnel.tunnel_id
+        and packet.nr == tunnel.channel.next_ns
+    )
+
+
+def to_lac(node: MemoryNode, lac: Lac) -> None:
+    """Hand the LAC what the node sent, at the same instant."""
+    sent, node.port.sent = node.port.sent, []
+    for data, _peer in sent:
+        lac.datagram_received(data, node.now)
+
+
+def read_batch(node: MemoryNode, datagrams: list[bytes]) -> None:
+    """The datagrams as one read of the socket would hand them to the L2TP service."""
+    node.l2tp.datagrams_received([(data, LAC, LNS_ADDRESS[0]) for data in datagrams])
+
+
+def test_an_iccn_is_acknowledged_before_its_session_setup_starts() -> None:
+    node = MemoryNode()
+    witness = Witness(node)
+    node.l2tp.calls = witness
+    lac = node.lac(LAC)
+    tunnel = lac.open_tunnel(node.now)
+    node.advance(0.5)
+    read_batch(node, [])
+    place(lac, tunnel, 1)
+    read_batch(node, lac.datagrams_to_send(node.now))  # the ICRQ
+    to_lac(node, lac)  # our ICRP; the LAC answers with its ICCN
+    [iccn] = lac.datagrams_to_send(node.now)
+    assert message_type(iccn) == MessageType.ICCN
+    read_batch(node, [iccn])
+    # Nothing of ours answers an ICCN: the acknowledgement is a ZLB, and it had left
+    # before the session's PPP, RADIUS and pool work began (the clock did not move).
+    assert witness.calls == 1
+    assert witness.sent_at_first_call is not None
+    [zlb] = witness.sent_at_first_call
+    assert message_type(zlb) == "ZLB"
+    assert acknowledges(zlb, tunnel)
+
+
+def test_a_hello_read_behind_63_iccns_is_acknowledged_before_any_of_their_setups() -> None:
+    node = MemoryNode(pool_size=128)
+    witness = Witness(node)
+    node.l2tp.calls = witness
+    lac = node.lac(LAC)
+    tunnels = [lac.open_tunnel(node.now) for _ in range(8)]
+    node.advance(0.5)
+    # 63 calls over 8 tunnels (8 each, 7 on the last: within every window), then a HELLO
+    # on the last tunnel, read from the socket together as one batch of 64.
+    for n in range(63):
+        place(lac, tunnels[n // 8], n)
+    read_batch(node, lac.datagrams_to_send(node.now))  # the ICRQs
+    to_lac(node, lac)  # the ICRPs: the LAC queues its ICCNs
+    hello_tunnel = tunnels[-1]
+    lac.send_hello(hello_tunnel)
+    batch = lac.datagrams_to_send(node.now)
+    assert [message_type(d) for d in batch] == [MessageType.ICCN] * 63 + [MessageType.HELLO]
+    read_batch(node, batch)
+
+    assert witness.calls == 63
+    sent = witness.sent_at_first_call
+    assert sent is not None
+    # Before the first session's setup began, every tunnel's messages were acknowledged,
+    # the HELLO's among them: one ZLB per tunnel for the whole batch.
+    assert [message_type(d) for d in sent] == ["ZLB"] * 8
+    assert all(any(acknowledges(d, t) for d in sent) for t in tunnels)
+    to_lac(node, lac)
+    assert not lac.hello_outstanding(hello_tunnel)
+
+
+class PendingAaa:
+    """A RADIUS server that answers only when told."""
+
+    def __init__(self) -> None:
+        self.waiting: list[defer.Deferred[Decision]] = []
+
+    def authenticate(self, request: AuthRequest) -> defer.Deferred[Decision]:
+        answer: defer.Deferred[Decision] = defer.Deferred()
+        self.waiting.append(answer)
+        return answer
+
+    def answer_all(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for answer in waiting:
+            answer.callback(Decision(True))
+
+
+def metrics(node: MemoryNode) -> dict[str, Any]:
+    scraped: list[bytes] = []
+    node.metrics.scrape().addCallback(scraped.append)
+    [text] = scraped
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+        if not sample.labels
+    }
+
+
+def test_beyond_max_setups_in_progress_an_icrq_gets_a_cdn_and_the_hello_an_ack() -> None:
+    config = memory_config().l2tp(max_setups_in_progress=2).config()
+    node = MemoryNode(config)
+    aaa = PendingAaa()
+    node.runner.authenticator = aaa
+    lac = node.lac(LAC)
+    tunnel = lac.open_tunnel(node.now)
+    node.advance(0.5)
+    first = [place(lac, tunnel, n, device=True) for n in (1, 2)]
+    node.pump()
+    assert len(aaa.waiting) == 2  # two sessions wait for RADIUS: two setups in progress
+    assert node.supervisor.setups_in_progress == 2
+
+    # The third ICRQ and a HELLO on the same tunnel, at the same instant.
+    third = place(lac, tunnel, 3, device=True)
+    lac.send_hello(tunnel)
+    node.pump()
+    assert third.phase is Phase.CLOSED
+    assert third.result == ResultCode(
+        CdnResult.TEMPORARY_LACK_OF_FACILITIES,
+        GeneralError.INSUFFICIENT_RESOURCES,
+        "temporarily out of resources: 2 session setups in progress, try again later",
+    )
+    assert not lac.hello_outstanding(tunnel)
+    assert len(aaa.waiting) == 2  # the refused call started nothing
+    figures = metrics(node)
+    assert figures["lns_session_setups_refused_total"] == 1
+    assert figures["lns_session_setups_in_progress"] == 2
+
+    # RADIUS answers, the two sessions come up, and the next call is taken.
+    aaa.answer_all()
+    node.advance(1.0)
+    assert all(call.opened for call in first)
+    assert node.supervisor.setups_in_progress == 0
+    fourth = place(lac, tunnel, 4, device=True)
+    node.pump()
+    aaa.answer_all()
+    node.advance(1.0)
+    assert fourth.opened
+    figures = metrics(node)
+    assert figures["lns_session_setups_refused_total"] == 1
+    assert figures["lns_session_setups_in_progress"] == 0
