@@ -199,8 +199,25 @@ def _pool_add(context: _Context, args: argparse.Namespace) -> str:
         if own in admin.parse_cidr(args.cidr) and not any(_covers(e, own) for e in exclude):
             exclude.append(str(own))
             notes.append(f"excluded {own}, the LNS's own address ([ppp] local_address)")
+    if not args.keep_network_broadcast:
+        skipped = [
+            str(address)
+            for address in admin.network_and_broadcast(admin.parse_cidr(args.cidr))
+            if not any(_covers(e, address) for e in exclude)
+        ]
+        if skipped:
+            notes.append(
+                f"excluded {' and '.join(skipped)}, the range's network and broadcast"
+                " addresses (--keep-network-broadcast keeps them)"
+            )
     with context.engine.begin() as connection:
-        info, created = admin.add_range(connection, args.name, args.cidr, exclude)
+        info, created = admin.add_range(
+            connection,
+            args.name,
+            args.cidr,
+            exclude,
+            keep_network_broadcast=args.keep_network_broadcast,
+        )
     excluded = f", excluding {', '.join(info.exclusions)}" if info.exclusions else ""
     pool = f"new pool {args.name!r}" if created else f"pool {args.name!r}"
     return "\n".join([*notes, f"added {info.cidr} to {pool}: {info.size} addresses{excluded}"])
@@ -506,8 +523,9 @@ def _parser() -> argparse.ArgumentParser:
         pool,
         "add",
         _pool_add,
-        "add a range to a pool, creating the pool (with --config, the LNS's own "
-        "[ppp] local_address is excluded)",
+        "add a range to a pool, creating the pool; its network and broadcast addresses "
+        "are excluded unless --keep-network-broadcast (with --config, the LNS's own "
+        "[ppp] local_address is excluded too)",
     )
     add.add_argument("name", metavar="NAME")
     add.add_argument("cidr", metavar="CIDR", help="an IPv4 network, at most a /16")
@@ -517,6 +535,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="an address or CIDR of the range never to hand out (repeatable)",
+    )
+    add.add_argument(
+        "--keep-network-broadcast",
+        action="store_true",
+        help="hand out the range's network and broadcast addresses too (left out by "
+        "default: embedded IP stacks often reject an address ending in .0 or .255; "
+        "a /31 or /32 has neither)",
     )
     command(pool, "list", _pool_list, "every pool: size, in use, reserved, free", lists=True)
     show = command(pool, "show", _pool_show, "one pool: ranges and reservations", lists=True)

@@ -197,23 +197,41 @@ def _show_network(network: ipaddress.IPv4Network) -> str:
     return str(network.network_address) if network.prefixlen == 32 else str(network)
 
 
+def network_and_broadcast(network: ipaddress.IPv4Network) -> list[ipaddress.IPv4Address]:
+    """The range's network and broadcast addresses; none for a /31 or /32 (RFC 3021)."""
+    if network.prefixlen >= 31:
+        return []
+    return [network.network_address, network.broadcast_address]
+
+
 def add_range(
     connection: Connection,
     pool: str,
     cidr: str,
     exclude: Iterable[str] = (),
     *,
+    keep_network_broadcast: bool = False,
     now: datetime | None = None,
 ) -> tuple[RangeInfo, bool]:
     """Add `cidr` (less `exclude`) to `pool`, creating the pool; (the range, pool created?).
 
-    Every address is used, network and broadcast addresses included: a PPP peer
-    gets a /32 (RFC 1332), so no address of the range is special. Refuses a
-    range that overlaps any range of any pool.
+    The range's network and broadcast addresses are excluded too, unless
+    `keep_network_broadcast`: a PPP peer gets a /32 (RFC 1332), so nothing in the
+    protocol makes them special, but embedded IP stacks reject an address ending
+    in .0 or .255 often enough that operators expect them skipped (they show
+    among the range's exclusions). Refuses a range that overlaps any range of
+    any pool.
     """
     check_pool_name(pool)
     network = parse_cidr(cidr)
-    exclusions = sorted({_parse_exclusion(text, network) for text in exclude})
+    given = {_parse_exclusion(text, network) for text in exclude}
+    if not keep_network_broadcast:
+        given |= {
+            ipaddress.IPv4Network(address)
+            for address in network_and_broadcast(network)
+            if not any(address in e for e in given)
+        }
+    exclusions = sorted(given)
     excluded = sum(e.num_addresses for e in ipaddress.collapse_addresses(exclusions))
     size = network.num_addresses - excluded
     if size == 0:

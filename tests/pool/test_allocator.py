@@ -58,8 +58,10 @@ def clock() -> Clock:
 
 
 def add(engine: Engine, pool: str, cidr: str, *exclude: str) -> None:
+    """Every address of ``cidr`` less ``exclude``: the orders below count from the range's
+    first address (skipping network and broadcast addresses is tested on its own)."""
     with engine.begin() as connection:
-        admin.add_range(connection, pool, cidr, exclude)
+        admin.add_range(connection, pool, cidr, exclude, keep_network_broadcast=True)
 
 
 def take(
@@ -122,6 +124,46 @@ def test_released_addresses_come_back_oldest_release_first(engine, clock):
     give_back(engine, clock, leases[0])  # then 10.0.0.0
     assert take(engine, clock, 5).address == IP("10.0.0.2")
     assert take(engine, clock, 6).address == IP("10.0.0.0")
+
+
+def test_a_range_hands_out_neither_its_network_nor_its_broadcast_address(engine, clock):
+    # Issue 14: the first SIM of 10.64.16.0/20 got 10.64.16.0, which embedded IP stacks
+    # reject often enough; unless told to keep them, add_range leaves both out.
+    with engine.begin() as connection:
+        info, _created = admin.add_range(connection, "p", "10.0.0.0/29")
+    assert (info.exclusions, info.size) == (("10.0.0.0", "10.0.0.7"), 6)
+    leases = [take(engine, clock, n) for n in range(1, 7)]
+    assert [lease.address for lease in leases] == [IP(f"10.0.0.{n}") for n in range(1, 7)]
+    with pytest.raises(PoolExhausted):
+        take(engine, clock, 7)
+    with pytest.raises(AddressOutsidePool):
+        take(engine, clock, 7, requested="10.0.0.7")
+
+
+@pytest.mark.parametrize(
+    ("cidr", "exclude", "exclusions", "size"),
+    [
+        # Already excluded by the operator: not excluded twice.
+        ("10.0.0.0/29", ("10.0.0.0/30",), ("10.0.0.0/30", "10.0.0.7"), 3),
+        # A /31 (RFC 3021) and a /32 have no network or broadcast address.
+        ("10.0.0.0/31", (), (), 2),
+        ("10.0.0.9/32", (), (), 1),
+    ],
+)
+def test_what_a_range_leaves_out(engine, cidr, exclude, exclusions, size):
+    with engine.begin() as connection:
+        info, _created = admin.add_range(connection, "p", cidr, exclude)
+    assert (info.exclusions, info.size) == (exclusions, size)
+
+
+def test_told_to_keep_them_a_range_hands_out_every_address(engine, clock):
+    with engine.begin() as connection:
+        info, _created = admin.add_range(
+            connection, "p", "10.0.0.0/30", keep_network_broadcast=True
+        )
+    assert (info.exclusions, info.size) == ((), 4)
+    addresses = [take(engine, clock, n).address for n in range(1, 5)]
+    assert addresses == [IP(f"10.0.0.{n}") for n in range(4)]
 
 
 # --- Sticky ---

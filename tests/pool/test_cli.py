@@ -114,40 +114,73 @@ def test_version(capsys):
 # --- pool add / list / show ---
 
 
+NETWORK_BROADCAST = (
+    "the range's network and broadcast addresses (--keep-network-broadcast keeps them)"
+)
+
+
 def test_pool_add_and_list(admin):
-    assert admin.ok("pool", "add", "default", "10.0.0.0/24", "--exclude", "10.0.0.1") == (
-        "added 10.0.0.0/24 to new pool 'default': 255 addresses, excluding 10.0.0.1\n"
-    )
-    assert admin.ok("pool", "add", "default", "10.0.1.0/30") == (
+    # A range's network and broadcast addresses are left out unless told otherwise (issue 14).
+    added = admin.ok("pool", "add", "default", "10.0.0.0/24", "--exclude", "10.0.0.1")
+    assert added.splitlines() == [
+        f"excluded 10.0.0.0 and 10.0.0.255, {NETWORK_BROADCAST}",
+        "added 10.0.0.0/24 to new pool 'default': 253 addresses,"
+        " excluding 10.0.0.0, 10.0.0.1, 10.0.0.255",
+    ]
+    assert admin.ok("pool", "add", "default", "10.0.1.0/30", "--keep-network-broadcast") == (
         "added 10.0.1.0/30 to pool 'default': 4 addresses\n"
     )
-    admin.ok("pool", "add", "static", "10.9.0.0/29", "--exclude", "10.9.0.0/30")
+    # The operator's exclusion already covers the network address: only the broadcast is new.
+    assert admin.ok("pool", "add", "static", "10.9.0.0/29", "--exclude", "10.9.0.0/30") == (
+        f"excluded 10.9.0.7, {NETWORK_BROADCAST}\n"
+        "added 10.9.0.0/29 to new pool 'static': 3 addresses, excluding 10.9.0.0/30, 10.9.0.7\n"
+    )
+    # A /31 and a /32 have neither.
+    assert admin.ok("pool", "add", "point", "10.8.0.0/31") == (
+        "added 10.8.0.0/31 to new pool 'point': 2 addresses\n"
+    )
     assert admin.ok("pool", "list").splitlines() == [
         "POOL     SIZE  IN USE  RESERVED  FREE  RANGES",
-        "default  259   0       0         259   10.0.0.0/24 10.0.1.0/30",
-        "static   4     0       0         4     10.9.0.0/29",
+        "default  257   0       0         257   10.0.0.0/24 10.0.1.0/30",
+        "point    2     0       0         2     10.8.0.0/31",
+        "static   3     0       0         3     10.9.0.0/29",
     ]
-    assert admin.json("pool", "list") == [
+    assert admin.json("pool", "list")[::2] == [
         {
             "name": "default",
-            "size": 259,
+            "size": 257,
             "in_use": 0,
             "reserved": 0,
-            "free": 259,
+            "free": 257,
             "ranges": [
-                {"cidr": "10.0.0.0/24", "exclusions": ["10.0.0.1"], "size": 255},
+                {
+                    "cidr": "10.0.0.0/24",
+                    "exclusions": ["10.0.0.0", "10.0.0.1", "10.0.0.255"],
+                    "size": 253,
+                },
                 {"cidr": "10.0.1.0/30", "exclusions": [], "size": 4},
             ],
         },
         {
             "name": "static",
-            "size": 4,
+            "size": 3,
             "in_use": 0,
             "reserved": 0,
-            "free": 4,
-            "ranges": [{"cidr": "10.9.0.0/29", "exclusions": ["10.9.0.0/30"], "size": 4}],
+            "free": 3,
+            "ranges": [
+                {"cidr": "10.9.0.0/29", "exclusions": ["10.9.0.0/30", "10.9.0.7"], "size": 3}
+            ],
         },
     ]
+
+
+def test_pool_add_help_says_what_it_leaves_out(capsys):
+    assert cli.main(["pool", "add", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "its network and broadcast addresses are excluded unless --keep-network-broadcast" in (
+        text
+    )
+    assert "--keep-network-broadcast hand out the range's network and broadcast addresses" in text
 
 
 def test_pool_list_of_no_pools(admin):
@@ -158,7 +191,7 @@ def test_pool_list_of_no_pools(admin):
 def test_pool_add_a_slash_16_in_one_statement(admin):
     admin.ok("pool", "add", "big", "100.64.0.0/16")
     (pool,) = admin.json("pool", "list")
-    assert (pool["size"], pool["free"]) == (65536, 65536)
+    assert (pool["size"], pool["free"]) == (65534, 65534)
 
 
 @pytest.mark.parametrize(
@@ -202,7 +235,8 @@ def test_pool_add_with_a_config_excludes_the_lns_own_address(capsys, tmp_path, s
     assert admin(*["--config", str(config), "pool", "add", "p", "10.0.0.0/29"], url="") == 0
     assert admin.out.splitlines() == [
         "excluded 10.0.0.1, the LNS's own address ([ppp] local_address)",
-        "added 10.0.0.0/29 to new pool 'p': 7 addresses, excluding 10.0.0.1",
+        f"excluded 10.0.0.0 and 10.0.0.7, {NETWORK_BROADCAST}",
+        "added 10.0.0.0/29 to new pool 'p': 5 addresses, excluding 10.0.0.0, 10.0.0.1, 10.0.0.7",
     ]
 
 
@@ -224,8 +258,8 @@ def test_pool_show(admin):
     admin.ok("pool", "reserve", "p", "10.0.0.3", "--iccid", ICCID)
     text = admin.ok("pool", "show", "p")
     lines = text.splitlines()
-    assert lines[0] == "pool p: 7 addresses, 0 in use, 1 reserved, 6 free"
-    assert lines[2:4] == ["RANGE        SIZE  EXCLUDED", "10.0.0.0/29  7     10.0.0.7"]
+    assert lines[0] == "pool p: 6 addresses, 0 in use, 1 reserved, 5 free"
+    assert lines[2:4] == ["RANGE        SIZE  EXCLUDED", "10.0.0.0/29  6     10.0.0.0 10.0.0.7"]
     assert lines[5] == "RESERVED  ICCID                IN USE  SINCE"
     assert lines[6].startswith(f"10.0.0.3  {ICCID}  no      20")
     shown = admin.json("pool", "show", "p")
@@ -237,7 +271,7 @@ def test_pool_show(admin):
             "in_use": False,
         }
     ]
-    assert (shown["size"], shown["reserved"], shown["free"]) == (7, 1, 6)
+    assert (shown["size"], shown["reserved"], shown["free"]) == (6, 1, 5)
 
 
 def test_pool_show_of_an_unknown_pool(admin):
@@ -296,13 +330,13 @@ def test_pool_reserve_and_unreserve(admin):
 
 def test_pool_reserve_refuses_an_address_held_by_another_iccid(admin, sqlite_url):
     admin.ok("pool", "add", "p", "10.0.0.0/29")
-    _lease(sqlite_url, "p", OTHER_ICCID)  # 10.0.0.0
-    reason = admin.refused("pool", "reserve", "p", "10.0.0.0", "--iccid", ICCID)
+    _lease(sqlite_url, "p", OTHER_ICCID)  # 10.0.0.1
+    reason = admin.refused("pool", "reserve", "p", "10.0.0.1", "--iccid", ICCID)
     assert reason.startswith(
-        f"lns-admin: 10.0.0.0 is held by the live session of ICCID {OTHER_ICCID}"
+        f"lns-admin: 10.0.0.1 is held by the live session of ICCID {OTHER_ICCID}"
     )
     # Its own holder may have it reserved.
-    admin.ok("pool", "reserve", "p", "10.0.0.0", "--iccid", OTHER_ICCID)
+    admin.ok("pool", "reserve", "p", "10.0.0.1", "--iccid", OTHER_ICCID)
     assert admin.json("pool", "show", "p")["reservations"][0]["in_use"] is True
 
 
@@ -357,9 +391,9 @@ def test_lease_list_with_filters(admin, sqlite_url):
     _lease(sqlite_url, "p", OTHER_ICCID, "lns-2")
     leases = admin.json("lease", "list")
     assert [(x["pool"], x["address"], x["iccid"], x["node"]) for x in leases] == [
-        ("p", "10.0.0.0", ICCID, "lns-1"),
-        ("p", "10.0.0.1", OTHER_ICCID, "lns-2"),
-        ("q", "10.1.0.0", ICCID, "lns-2"),
+        ("p", "10.0.0.1", ICCID, "lns-1"),
+        ("p", "10.0.0.2", OTHER_ICCID, "lns-2"),
+        ("q", "10.1.0.1", ICCID, "lns-2"),
     ]
     assert set(leases[0]) == {
         "pool",
@@ -388,7 +422,7 @@ def test_lease_list_with_filters(admin, sqlite_url):
         "SINCE",
         "BY",
     ]
-    assert table[1].split()[:6] == ["q", "10.1.0.0", ICCID, "lns-2", "3", "7"]
+    assert table[1].split()[:6] == ["q", "10.1.0.1", ICCID, "lns-2", "3", "7"]
 
 
 def test_lease_list_refusals(admin):
@@ -498,7 +532,7 @@ def test_the_installed_entry_point_runs_as_a_module(sqlite_url, tmp_path):
         timeout=60,
     )
     assert listed.returncode == 0
-    assert json.loads(listed.stdout)[0]["size"] == 4
+    assert json.loads(listed.stdout)[0]["size"] == 2  # less its network and broadcast
     failed = subprocess.run(
         [sys.executable, "-m", "lns.cli", "pool", "show", "nope"],
         cwd=tmp_path,

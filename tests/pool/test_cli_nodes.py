@@ -77,7 +77,7 @@ def stops(url: str, node: str) -> int:
 @pytest.mark.parametrize(
     "command",
     [
-        ("lease", "release", "10.0.0.0"),
+        ("lease", "release", "10.0.0.1"),
         ("lease", "reclaim", "--node", "node-A"),
         ("pool", "remove", "default", "--force"),
     ],
@@ -91,14 +91,14 @@ def test_a_live_nodes_leases_are_refused_to_every_command(admin, sqlite_url, com
     assert err.count("\n") == 1
     assert "node 'node-A' is alive (heard from 2 s ago)" in err
     assert "lns-admin session kill" in err
-    assert leases(sqlite_url) == {"10.0.0.0": "node-A"}  # the SIM keeps its address alone
+    assert leases(sqlite_url) == {"10.0.0.1": "node-A"}  # the SIM keeps its address alone
     assert stops(sqlite_url, "node-A") == 0
 
 
 @pytest.mark.parametrize(
     ("command", "said"),
     [
-        (("lease", "release", "10.0.0.0"), "released 10.0.0.0 (ICCID 8944200000000000017"),
+        (("lease", "release", "10.0.0.1"), "released 10.0.0.1 (ICCID 8944200000000000017"),
         (("lease", "reclaim", "--node", "node-A"), "released 2 lease(s) of node 'node-A'"),
         (("pool", "remove", "default", "--force"), "removed pool 'default'"),
     ],

@@ -41,9 +41,10 @@ from lns.pool.models import PoolAddress
 
 IP = ipaddress.IPv4Address
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# name: (range, exclusions, keep its network and broadcast addresses)
 POOLS = {
-    "p": ("10.0.0.0/29", ("10.0.0.7",)),  # 7 addresses
-    "q": ("10.1.0.0/30", ()),  # 4 addresses
+    "p": ("10.0.0.0/29", ("10.0.0.7",), False),  # 6 addresses: .0 and .7 left out
+    "q": ("10.1.0.0/30", (), True),  # 4 addresses
 }
 ICCIDS = [f"89442000000000000{n:02d}" for n in range(6)]
 NODES = ["lns-1", "lns-2"]
@@ -84,10 +85,14 @@ class PoolMachine(RuleBasedStateMachine):
         self.now = T0
         self.addresses: dict[IP, Address] = {}
         with self.engine.begin() as connection:
-            for name, (cidr, exclude) in POOLS.items():
-                admin.add_range(connection, name, cidr, exclude, now=self.tick())
-                for address in ipaddress.IPv4Network(cidr):
-                    if str(address) not in exclude:
+            for name, (cidr, exclude, keep) in POOLS.items():
+                admin.add_range(
+                    connection, name, cidr, exclude, keep_network_broadcast=keep, now=self.tick()
+                )
+                network = ipaddress.IPv4Network(cidr)
+                ends = () if keep else (network.network_address, network.broadcast_address)
+                for address in network:
+                    if str(address) not in exclude and address not in ends:
                         self.addresses[address] = Address(name, int(address))
         self.stale: list[Lease] = []  # leases that have ended
 
