@@ -35,7 +35,8 @@ from lns.pool.allocator import AllocationRequest, Lease, PoolError, PoolUnavaila
 __all__ = ["AddressPoolService", "SqlAddressPool"]
 
 _T = TypeVar("_T")
-# At most this many allocations and releases share a transaction.
+# At most this many allocations share a transaction; the releases asked among them ride
+# along without a limit (a few statements for all: a stopping node ends thousands).
 BATCH = 200
 
 
@@ -85,6 +86,7 @@ class SqlAddressPool:
         self._batch: list[tuple[AllocationRequest | Lease, defer.Deferred[Any]]] = []
         self._outage: float | None = None  # when the database became unusable
         self._batching = False
+        self._drained: list[defer.Deferred[None]] = []  # `stop` waiting for the last batch
 
     # --- Life cycle ---
 
@@ -147,15 +149,20 @@ class SqlAddressPool:
         # The failure was logged by _start_failed; nobody else waits on this one.
         self._attempt().addErrback(lambda _: None)
 
-    def stop(self) -> None:
-        """No more allocations (the executor lets the calls in progress finish)."""
-        if self._state is _State.STOPPED:
-            return
-        self._state = _State.STOPPED
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        self._wake()
+    def stop(self) -> defer.Deferred[None]:
+        """Nothing new from now on; fires once what was asked before is done (the releases
+        of the sessions a stopping node just ended), so the executor can stop after it."""
+        if self._state is not _State.STOPPED:
+            self._state = _State.STOPPED
+            if self._retry is not None and self._retry.active():
+                self._retry.cancel()
+            self._retry = None
+            self._wake()
+        if not self._batching:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._drained.append(waiter)
+        return waiter
 
     def when_ready(self) -> defer.Deferred[None]:
         """Fires once the pool is ready, after however many retries; fails if it is stopped."""
@@ -187,9 +194,19 @@ class SqlAddressPool:
         return waiter
 
     def _next_batch(self) -> None:
-        batch, self._batch = self._batch[:BATCH], self._batch[BATCH:]
+        taken = allocations = 0
+        for item, _ in self._batch:
+            if not isinstance(item, Lease):
+                if allocations == BATCH:
+                    break
+                allocations += 1
+            taken += 1
+        batch, self._batch = self._batch[:taken], self._batch[taken:]
         self._batching = bool(batch)
         if not batch:
+            drained, self._drained = self._drained, []
+            for waiter in drained:
+                waiter.callback(None)
             return
         items = [item for item, _ in batch]
         work = _pool_errors(
@@ -304,6 +321,6 @@ class AddressPoolService(service.Service):
         # "Unhandled error in Deferred".
         self.ready.addErrback(lambda _: None)
 
-    def stopService(self) -> None:
+    def stopService(self) -> defer.Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
-        self.pool.stop()
+        return self.pool.stop()

@@ -8,6 +8,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
+from lns.adapters import pool as adapter
 from lns.adapters.pool import AddressPoolService, SqlAddressPool
 from lns.db import database
 from lns.db.executor import SqlExecutor
@@ -58,8 +59,7 @@ def make_pool(url: str, threads: int = 4) -> SqlAddressPool:
 
 
 def shut(pool: SqlAddressPool) -> defer.Deferred:
-    pool.stop()
-    return pool.executor.stop()
+    return pool.stop().addCallback(lambda _: pool.executor.stop())
 
 
 @pytest_twisted.inlineCallbacks
@@ -233,6 +233,28 @@ def test_a_failed_start_is_tried_again_until_it_succeeds(empty_sqlite_url):
     lease = yield pool.allocate(AllocationRequest(ICCID, 1, 1))
     assert lease.address == ipaddress.IPv4Address("10.0.0.1")
     yield shut(pool)
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_fires_once_the_releases_asked_before_it_are_done(sqlite_url):
+    """A stopping node ends its sessions, then stops the pool, then the executor: every
+    lease those sessions held is ended first, however many batches that takes."""
+    prepare(sqlite_url, "10.0.0.0/22")
+    pool = make_pool(sqlite_url)
+    yield pool.start()
+    count = adapter.BATCH * 2 + 7
+    held = yield defer.gatherResults(
+        [pool.allocate(AllocationRequest(iccid(n), 1, n)) for n in range(1, count + 1)]
+    )
+    assert len(leases(sqlite_url)) == count
+    releases = [pool.release(lease) for lease in held]
+    stopped = pool.stop()
+    with pytest.raises(PoolUnavailable, match="is stopped"):
+        yield pool.release(held[0])  # nothing new once stopped
+    yield stopped
+    assert all(release.called for release in releases)
+    yield pool.executor.stop()
+    assert leases(sqlite_url) == []
 
 
 @pytest_twisted.inlineCallbacks

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from lns.pool import admin
+from lns.pool import admin, allocator
 from lns.pool.allocator import (
     AddressInUse,
     AddressOutsidePool,
@@ -28,6 +28,7 @@ from lns.pool.allocator import (
     allocate,
     reclaim_node,
     release,
+    release_all,
     release_node,
     run_batch,
 )
@@ -215,6 +216,43 @@ def test_release_keeps_the_iccid_as_last_holder(engine, clock):
     assert row.lease_iccid is None
     assert row.lease_node is None
     assert row.lease_started_at is None
+
+
+def test_release_all_ends_many_leases_and_says_which_had_already_ended(engine, clock, monkeypatch):
+    """A stopping node's releases go a few statements for all: each result is what
+    `release` would have said, in order; a stale lease (the address handed out again
+    since) and a lease named twice end nothing more."""
+    monkeypatch.setattr(allocator, "RELEASE_CHUNK", 3)  # several chunks
+    add(engine, "p", "10.0.0.0/28")
+    held = [take(engine, clock, n) for n in range(1, 9)]
+    assert give_back(engine, clock, held[2])  # ended already
+    again = take(engine, clock, 20, requested=str(held[2].address))  # and handed out again
+    with engine.begin() as connection:
+        results = release_all(connection, [*held, held[0]], now=clock())
+    assert results == [True, True, False, True, True, True, True, True, False]
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(PoolAddress.address, PoolAddress.lease_iccid, PoolAddress.last_iccid)
+        ).all()
+    holders = {row.address: (row.lease_iccid, row.last_iccid) for row in rows}
+    assert holders[str(again.address)] == (iccid(20), iccid(20))  # untouched
+    for n, lease in enumerate(held, start=1):
+        if lease is not held[2]:
+            assert holders[str(lease.address)] == (None, iccid(n))  # ended, still sticky
+
+
+def test_a_batch_releases_in_runs_between_its_allocations(engine, clock):
+    """run_batch keeps its items' order: the releases before an allocation are done
+    before it (the allocation may get an address they freed)."""
+    add(engine, "p", "10.0.0.0/31")  # two addresses
+    first, second = take(engine, clock, 1), take(engine, clock, 2)
+    with engine.begin() as connection:
+        results = run_batch(
+            connection, "lns-1", "p", [first, second, AllocationRequest(iccid(3), 1, 3), first]
+        )
+    assert results[:2] == [True, True]
+    assert isinstance(results[2], Lease)
+    assert results[3] is False
 
 
 # --- Reservations ---
