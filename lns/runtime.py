@@ -3,7 +3,8 @@
 Everything here sits between the I/O-free cores and the services: a reactor
 timer kept at a core's single next deadline, blocking work on a bounded thread
 pool with its calls tracked for a clean stop, a per-second bound on what a peer
-can make us do (log lines, ICMP errors), and the global reactor as the default
+can make us do (log lines, ICMP errors), the one time budget of a stopping node's
+waits for its peers, and the global reactor as the default
 for code that accepts ``reactor=None`` (it is imported only when asked for,
 never at module level: Twisted's coding standard).
 """
@@ -18,7 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReac
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-__all__ = ["DeadlineTimer", "RateLimit", "default_reactor", "run_tracked"]
+__all__ = ["DeadlineTimer", "RateLimit", "StopGrace", "default_reactor", "run_tracked"]
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -104,3 +105,28 @@ class RateLimit:
             return True
         self.suppressed += 1
         return False
+
+
+class StopGrace:
+    """How long a stopping node waits for its peers, one budget for every wait.
+
+    The LACs' acknowledgements of the StopCCNs and RADIUS's of the last accounting
+    records are waited for in the same few seconds, not one after the other: the first
+    to ask starts the clock (the node, as it begins to stop), each wait takes what is
+    left.
+    """
+
+    def __init__(self, clock: IReactorTime, seconds: float) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self._ends: float | None = None
+
+    def begin(self) -> None:
+        if self._ends is None:
+            self._ends = self.clock.seconds() + self.seconds
+
+    def remaining(self) -> float:
+        """Seconds left; the clock starts now if nothing started it."""
+        self.begin()
+        assert self._ends is not None
+        return max(0.0, self._ends - self.clock.seconds())

@@ -43,6 +43,7 @@ from aaa.radius.client import RadiusUnavailable
 from aaa.radius.packet import AttributeValue, RadiusPacketError, Reply, Request, accounting_request
 from lns.db.executor import Executor
 from lns.ppp.termination import TerminateCause
+from lns.runtime import StopGrace
 from lns.sessions.accounting import AccountingSession
 
 __all__ = [
@@ -57,6 +58,10 @@ _T = TypeVar("_T")
 _WORD = 1 << 32
 # The longest wait between two tries to spool the records kept during an outage.
 OUTAGE_RETRY_CAP = 30.0
+# How long a stopping node keeps sending its spool (the Stops of the sessions it just
+# ended, its Accounting-Off) when no stop grace is shared with it; what is left stays
+# spooled for the next start.
+STOP_GRACE = 2.0
 
 log = Logger()
 
@@ -238,6 +243,21 @@ class RadiusAccounting:
         self._idle_waiters.append(waiter)
         self._kick()
         return waiter
+
+    def flush_within(self, seconds: float) -> defer.Deferred[None]:
+        """`flush`, waited for at most ``seconds``: fires when the pump is idle again or
+        the time is up, whichever comes first (what is not sent by then stays spooled)."""
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def finish(_: object = None) -> None:
+            if timer.active():
+                timer.cancel()
+            if not done.called:
+                done.callback(None)
+
+        timer = self._clock.callLater(seconds, finish)
+        self.flush().addBoth(finish)
+        return done
 
     def idle(self) -> defer.Deferred[None]:
         """Fires when no pass is running (a record being retried later does not count)."""
@@ -586,15 +606,19 @@ class RadiusAccountingService(service.Service):
     reverse order) and its Accounting-Off can still be sent. `ready`, when given,
     is waited for before the Accounting-On is spooled (the node's registration,
     which spools the Stops a crashed previous run left owing: they go first).
+    On stop it sends what it can until the node's `stop_grace` is over and leaves the
+    rest spooled: ten thousand Stops must not hold a SIGTERM up.
     """
 
     def __init__(
         self,
         accounting: RadiusAccounting,
         ready: Callable[[], defer.Deferred[Any]] | None = None,
+        stop_grace: StopGrace | None = None,
     ) -> None:
         self.accounting = accounting
         self.ready = ready
+        self.stop_grace = stop_grace or StopGrace(accounting._clock, STOP_GRACE)
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -609,7 +633,7 @@ class RadiusAccountingService(service.Service):
         accounting = self.accounting
         d = accounting.accounting_off()
         d.addErrback(accounting._log_failure, "Accounting-Off")
-        d.addCallback(lambda _: accounting.flush())
+        d.addCallback(lambda _: accounting.flush_within(self.stop_grace.remaining()))
         d.addErrback(accounting._log_failure, "flush")
         d.addCallback(lambda _: accounting.stop())
         return d

@@ -12,8 +12,8 @@ Every line that a peer's datagrams can cause at will (drops, refusals, tunnels
 and calls that never came up) goes through a per-kind :class:`RateLimit` of
 ``PEER_LINES_PER_SECOND``, and says how many of its kind were not logged: a
 flood shows in a few lines a second, not in one line per datagram.
-On stop it sends StopCCN to every LAC and waits (bounded) for the acks
-before it closes the socket.
+On stop it sends StopCCN to every LAC, has the layer above end every session, and
+waits (bounded by the node's stop grace) for the acks before it closes the socket.
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ from lns.l2tp.effects import (
     TunnelEstablished,
     TunnelRefused,
 )
-from lns.l2tp.endpoint import LnsEndpoint
-from lns.runtime import DeadlineTimer, RateLimit, default_reactor
+from lns.l2tp.endpoint import SHUTDOWN_REASON, LnsEndpoint
+from lns.runtime import DeadlineTimer, RateLimit, StopGrace, default_reactor
 
 PEER_LINES_PER_SECOND = 2
+STOP_GRACE = 2.0  # seconds a stopping node waits for the LACs to acknowledge its StopCCNs
 # What the layer above is told, in arrival order, once the control output has left.
 _Upward = CallEstablished | CallCleared | PppFrameReceived
 
@@ -56,6 +57,10 @@ class CallHandler(Protocol):
     def ppp_frame_received(self, tunnel_id: int, session_id: int, frame: bytes) -> None: ...
 
     def call_cleared(self, event: CallCleared) -> None: ...
+
+    def shutdown(self, reason: str) -> defer.Deferred[None]:
+        """The node stops, every call cleared by its tunnel's StopCCN: fires when the
+        layer above has ended its sessions."""
 
 
 class NoCalls:
@@ -70,6 +75,9 @@ class NoCalls:
     def call_cleared(self, event: CallCleared) -> None:
         return None
 
+    def shutdown(self, reason: str) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
 
 class L2tpService(service.Service):
     log = Logger()
@@ -80,13 +88,14 @@ class L2tpService(service.Service):
         listen: Address,
         reactor: IReactorTime | None = None,
         calls: CallHandler | None = None,
-        shutdown_grace: float = 3.0,
+        stop_grace: StopGrace | None = None,
     ) -> None:
         self.reactor: IReactorTime = default_reactor(reactor)
         self.endpoint = endpoint
         self.listen = listen
         self.calls: CallHandler = calls if calls is not None else NoCalls()
-        self.shutdown_grace = shutdown_grace
+        # The longest wait for the StopCCNs' acknowledgements (the node's, shared).
+        self.stop_grace = stop_grace or StopGrace(self.reactor, STOP_GRACE)
         self.port: PktinfoUdpPort | None = None
         self._timer = DeadlineTimer(self.reactor, self._on_timer)
         self._limits: dict[str, RateLimit] = {}
@@ -118,19 +127,27 @@ class L2tpService(service.Service):
         return self.port
 
     def stopService(self) -> defer.Deferred[None]:
+        """StopCCN to every LAC first; then every session ends (the layer above logs each
+        and accounts it Admin-Reboot, not as a call lost); then the acks are waited for."""
         super().stopService()  # type: ignore[no-untyped-call]
+        self.stop_grace.begin()
         tunnels = len(self.endpoint.tunnels)
-        self._handle(self.endpoint.shutdown(self.reactor.seconds()))
-        done: defer.Deferred[None] = defer.Deferred()
+        for effect in self.endpoint.shutdown(self.reactor.seconds()):
+            if not isinstance(effect, CallCleared):
+                self._log(effect)
+        self._flush()
+        acked: defer.Deferred[None] = defer.Deferred()
         if self.endpoint.closing:
-            self.log.info("sent StopCCN to {tunnels} tunnels, waiting for acks", tunnels=tunnels)
-            self._all_acked = done
-            grace = self.reactor.callLater(self.shutdown_grace, self._acked_or_timeout)
-            done.addBoth(lambda result: grace.cancel() if grace.active() else None)
+            self.log.info("sent StopCCN to {tunnels} tunnels", tunnels=tunnels)
+            self._all_acked = acked
+            wait = self.stop_grace.remaining()
+            grace = self.reactor.callLater(wait, self._acked_or_timeout)
+            acked.addBoth(lambda result: grace.cancel() if grace.active() else None)
         else:
-            done.callback(None)
-        done.addCallback(lambda _: self._close())
-        return done
+            acked.callback(None)
+        ended = self.calls.shutdown(SHUTDOWN_REASON)
+        both = defer.DeferredList([acked, ended], consumeErrors=True)
+        return both.addCallback(lambda _: self._close())
 
     def _acked_or_timeout(self) -> None:
         if self._all_acked is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application import service
 from twisted.internet import defer
@@ -23,7 +24,7 @@ from aaa.radius.auth import RadiusAuthenticator
 from aaa.radius.client import RadiusClientService
 from aaa.radius.dae import DynamicAuthorizationService
 from lns.adapters.dataplane import DataPlaneService, make_dataplane
-from lns.adapters.l2tp import L2tpService
+from lns.adapters.l2tp import STOP_GRACE, L2tpService
 from lns.adapters.management import ManagementService, make_management
 from lns.adapters.node_state import NodeState
 from lns.adapters.nodes import (
@@ -46,13 +47,14 @@ from lns.l2tp.tunnel import LacPeer, TunnelSettings
 from lns.ppp.auth import AuthRequest, Decision
 from lns.ppp.lcp import AuthProtocol
 from lns.ppp.session import LcpRenegotiation, NoProxyAuth, PppSettings
-from lns.runtime import default_reactor
+from lns.runtime import StopGrace, default_reactor
 from lns.sessions.accounting import AcctSessionIds
 from lns.sessions.backends import AddressAllocator, Authenticator
 from lns.sessions.supervisor import SessionSupervisor, SupervisorSettings
 
 NO_AAA = "no AAA back end: no [[aaa.radius]] server is configured"
 SQL_THREADS = 4
+_T = TypeVar("_T")
 
 
 class NoAuthenticator:
@@ -160,7 +162,8 @@ class NodeService(service.MultiService):
         self.management = management
         self.liveness = liveness
         # Stopped in reverse: L2TP first (sessions end, their Stops are spooled), then the
-        # node row says it stopped cleanly, then accounting flushes, the database last.
+        # node row says it stopped cleanly, then accounting flushes (the pool finishing
+        # its releases meanwhile), the database last.
         order = (
             database,
             pool,
@@ -206,14 +209,33 @@ class NodeService(service.MultiService):
 
     def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)
-        return defer.ensureDeferred(self._stop_in_order())
+        # No cyclic garbage collection while the node stops: its full passes over every
+        # session's objects cost more than the stop itself (10,000 sessions: about 5 s, not 3).
+        collecting = gc.isenabled()
+        gc.disable()
+        stopped = defer.ensureDeferred(self._stop_in_order())
+        if collecting:
+            stopped.addBoth(_collecting_again)
+        return stopped
 
     async def _stop_in_order(self) -> None:
+        early: dict[service.IService, defer.Deferred[None]] = {}
         for child in reversed(self._order):
-            try:
-                await defer.maybeDeferred(child.stopService)
-            except Exception:  # each service logs its own failure; stop the rest anyway
-                continue
+            if child is self.accounting and self.pool is not None:
+                # The pool finishes the releases of the sessions just ended while accounting
+                # sends its last records: both need only the database, which stops after.
+                early[self.pool] = _stopping(self.pool)
+            await (early.pop(child, None) or _stopping(child))
+
+
+def _stopping(child: service.IService) -> defer.Deferred[None]:
+    """`child` stopping; a failure is its own to log: the others stop all the same."""
+    return defer.maybeDeferred(child.stopService).addErrback(lambda _: None)
+
+
+def _collecting_again(result: _T) -> _T:
+    gc.enable()
+    return result
 
 
 def make_service(
@@ -292,11 +314,14 @@ def make_service(
         lac_matches(config),
         setups_elsewhere=lambda: supervisor.setups_in_progress,
     )
+    # One budget for the stop's waits: the StopCCNs' acks and the last accounting records.
+    stop_grace = StopGrace(reactor, STOP_GRACE)
     l2tp = L2tpService(
         endpoint,
         (config.l2tp.listen_host, config.l2tp.listen_port),
         reactor=reactor,
         calls=sessions,
+        stop_grace=stop_grace,
     )
     sessions.link = l2tp
     dataplane.link = l2tp
@@ -305,7 +330,7 @@ def make_service(
     if executor is not None and pool_service is not None:
         liveness = _liveness(config, executor, pool_service, sessions, reactor, spool_of)
         accounting_service = (
-            RadiusAccountingService(accounting, ready=liveness.registered)
+            RadiusAccountingService(accounting, liveness.registered, stop_grace)
             if accounting is not None
             else None
         )

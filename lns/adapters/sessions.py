@@ -34,6 +34,9 @@ from lns.sessions.supervisor import SessionQuery, SessionSupervisor
 
 __all__ = ["CallLink", "SessionRunner"]
 
+SHUTDOWN_SLICE = 500  # sessions ended per reactor turn when the node stops
+ADMIN_REBOOT = TerminateCause.ADMIN_REBOOT
+
 
 class CallLink(Protocol):
     """What the sessions need of the L2TP service."""
@@ -101,6 +104,22 @@ class SessionRunner:
     def call_cleared(self, event: CallCleared) -> None:
         key = (event.tunnel_id, event.session_id)
         self._run(self.supervisor.call_cleared(key, self.clock.seconds()))
+
+    def shutdown(self, reason: str) -> defer.Deferred[None]:
+        """The node stops (StopCCNs sent): every session ends with an Admin-Reboot Stop, a
+        slice a reactor turn, the database storing the slices before meanwhile."""
+        ended: defer.Deferred[None] = defer.Deferred()
+
+        def next_slice() -> None:
+            left, now = len(self.supervisor), self.clock.seconds()
+            self._run(self.supervisor.shutdown(ADMIN_REBOOT, reason, now, SHUTDOWN_SLICE))
+            if 0 < len(self.supervisor) < left:
+                self.clock.callLater(0, next_slice)
+            else:
+                ended.callback(None)
+
+        next_slice()
+        return ended
 
     # --- the dynamic authorization server's session directory (RFC 5176) ---------------
 
@@ -182,15 +201,13 @@ class SessionRunner:
 
     def _allocate(self, effect: fx.AllocateAddress) -> None:
         def assigned(lease: Lease) -> None:
-            now = self.clock.seconds()
-            self._run(self.supervisor.address_assigned(effect.serial, lease, now))
+            self._run(self.supervisor.address_assigned(effect.serial, lease, self.clock.seconds()))
 
         def refused(failure: Failure) -> None:
-            now = self.clock.seconds()
             error = failure.value
             if not isinstance(error, Exception):
                 error = RuntimeError(str(error))
-            self._run(self.supervisor.address_refused(effect.serial, error, now))
+            self._run(self.supervisor.address_refused(effect.serial, error, self.clock.seconds()))
 
         self.allocator.allocate(effect.request).addCallbacks(assigned, refused)
 

@@ -56,6 +56,7 @@ from lns.l2tp.tunnel import (
 from lns.l2tp.wire import MalformedPacket
 
 Address = tuple[str, int]
+SHUTDOWN_REASON = "LNS is shutting down"  # the StopCCNs of a stopping node
 _PEEKED = frozenset({AttributeType.ASSIGNED_TUNNEL_ID, AttributeType.HOST_NAME})
 
 
@@ -510,13 +511,13 @@ class LnsEndpoint:
         Tunnels never established are forgotten without one: their peer may be a
         forged address, and nothing waits on them.
         """
-        result = ResultCode(StopCcnResult.SHUTTING_DOWN, 0, "LNS is shutting down")
+        result = ResultCode(StopCcnResult.SHUTTING_DOWN, 0, SHUTDOWN_REASON)
         effects: list[Effect] = []
         for tunnel_id, conn in list(self.tunnels.items()):
             if not conn.was_established:
                 self._forget(conn)
                 continue
-            effects += self.close_tunnel(tunnel_id, result, "LNS is shutting down", now)
+            effects += self.close_tunnel(tunnel_id, result, SHUTDOWN_REASON, now)
         return effects
 
     @property

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import itertools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -340,10 +341,15 @@ class SessionSupervisor:
                 effects += self.disconnect(record, cause, message, now)
         return effects
 
-    def shutdown(self, cause: TerminateCause, message: str, now: float) -> list[Effect]:
-        """End every session (the node stops): CDNs, Stops and releases, in one go."""
+    def shutdown(
+        self, cause: TerminateCause, message: str, now: float, limit: int | None = None
+    ) -> list[Effect]:
+        """End every session (or the first ``limit`` of them), the node stopping: Stops
+        saying ``cause`` and releases. Every tunnel has had its StopCCN, which clears its
+        calls: no CDN or LCP Terminate-Request each."""
         effects: list[Effect] = []
-        for record in list(self._by_key.values()):
+        for record in list(itertools.islice(self._by_key.values(), limit)):
+            record.call_gone = True
             effects += self.disconnect(record, cause, message, now)
         return effects
 

@@ -3,6 +3,8 @@ and counts their frames (tests of the L2TP adapter alone)."""
 
 from __future__ import annotations
 
+from twisted.internet import defer
+
 from lns.l2tp.effects import CallCleared, CallEstablished
 
 __all__ = ["CallRecorder"]
@@ -23,3 +25,6 @@ class CallRecorder:
 
     def call_cleared(self, event: CallCleared) -> None:
         self.calls.pop((event.tunnel_id, event.session_id), None)
+
+    def shutdown(self, reason: str) -> defer.Deferred[None]:
+        return defer.succeed(None)

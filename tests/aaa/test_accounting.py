@@ -369,6 +369,48 @@ def test_stop_leaves_unacknowledged_records_spooled(engine, executor):
         yield acct.accounting_off()
 
 
+@pytest_twisted.inlineCallbacks
+def test_flush_within_gives_up_waiting_at_its_time_and_stop_keeps_the_rest(engine, executor):
+    """A stopping node with RADIUS silent: the wait for its Stops to be sent is bounded
+    (fake clock), and what was not acknowledged stays spooled for the next start."""
+    clock = task.Clock()
+    watched = Watched()  # never answers
+    acct = accounting(watched, executor, clock)
+    yield acct.start()
+    yield acct.accounting_on()
+    info = session(acct, clock.seconds())
+    yield acct.session_started(info)
+    yield acct.session_stopped(info, TerminateCause.ADMIN_REBOOT)
+    yield watched.sent(1)
+    flushed = acct.flush_within(2.0)
+    clock.advance(1.9)
+    assert not flushed.called
+    clock.advance(0.1)
+    assert flushed.called
+    yield acct.stop()
+    assert [r.status for r in spooled(engine)] == [
+        AcctStatus.ACCOUNTING_ON,
+        AcctStatus.START,
+        AcctStatus.STOP,
+    ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_flush_within_fires_as_soon_as_everything_is_acknowledged(engine, executor):
+    clock = task.Clock()
+    watched = Watched()
+    acct = accounting(watched, executor, clock)
+    yield acct.start()
+    yield acct.accounting_on()
+    yield watched.sent(1)
+    flushed = acct.flush_within(2.0)
+    ack(watched, 0)
+    yield flushed  # before the clock moved at all
+    assert not any(call.getTime() == 2.0 for call in clock.getDelayedCalls())  # cancelled
+    assert spooled(engine) == []
+    yield acct.stop()
+
+
 # --- against FreeRADIUS -------------------------------------------------------------------
 
 

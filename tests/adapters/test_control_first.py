@@ -59,6 +59,9 @@ class Witness:
     def call_cleared(self, event: CallCleared) -> None:
         self.inner.call_cleared(event)
 
+    def shutdown(self, reason: str) -> defer.Deferred[None]:
+        return self.inner.shutdown(reason)
+
 
 def place(lac: Lac, tunnel: SimulatedTunnel, n: int, device: bool = False) -> SimulatedCall:
     return lac.place_call(
