@@ -12,7 +12,9 @@ and the clock runs until the process has exited.
 
 Afterwards the Stops are counted where they can be: the Accounting-Request Stops in
 FreeRADIUS's detail files plus the Stop records still in the spool table (the node sends
-those when it starts again). Every session that was up must be in one of the two.
+those when it starts again). Every session that was up must be in one of the two; one
+in both was logged by FreeRADIUS but its answer came after the node stopped waiting
+(accounting is at least once: it is sent again, with the same Event-Timestamp).
 Printed: the exit time, the Stops delivered and spooled, the Acct-Terminate-Cause they
 carry, and the last lines the node logged while stopping (its per-session and per-call
 lines left out).
@@ -53,14 +55,15 @@ STOP = 2  # Acct-Status-Type Stop (RFC 2866 section 5.1)
 MARKERS = ("sent StopCCN to", "L2TP stopped", "Main loop terminated")
 
 
-def spooled_stops(url: str) -> int:
+def spooled_stops(url: str) -> list[str]:
+    """The Acct-Session-Id of every Stop still in the spool."""
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.connect() as connection:
             query = sqlalchemy.text(
-                "SELECT count(*) FROM accounting_spool WHERE status_type = :stop"
+                "SELECT acct_session_id FROM accounting_spool WHERE status_type = :stop"
             )
-            return int(connection.execute(query, {"stop": STOP}).scalar_one())
+            return [str(row[0]) for row in connection.execute(query, {"stop": STOP})]
     finally:
         engine.dispose()
 
@@ -136,6 +139,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stops = [r for r in records if r.get("Acct-Status-Type") == "Stop"]
         causes = Counter(r.get("Acct-Terminate-Cause", "-") for r in stops)
         spooled = spooled_stops(url)
+        delivered = {r.get("Acct-Session-Id", "") for r in stops}
+        # At least once: a Stop that FreeRADIUS logged but whose answer came after the
+        # node had stopped waiting stays spooled too, and is sent again at the next start.
+        both = delivered & set(spooled)
         stop_log = server.log.path.read_bytes()[log_before:].decode(errors="replace")
         tail = [
             _clock_and_message(line)
@@ -155,10 +162,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "steps_seconds": seen,
             "exit_code": code,
             "stops_delivered": len(stops),
-            "stops_spooled": spooled,
-            "stops_missing": up - len(stops) - spooled,
+            "stops_spooled": len(spooled),
+            "stops_delivered_and_spooled": len(both),
+            "stops_missing": up - len(delivered | set(spooled)),
             "terminate_causes": dict(causes),
             "shutdown_log_tail": tail,
+            "log_problems": server.problem_count(),
+            "log_problem_sample": server.problems(limit=5),
         }
 
 
@@ -180,7 +190,8 @@ def show(result: dict[str, Any]) -> None:
         f"{result['run']:<22} up {result['sessions_up']:>6,}  SIGTERM to exit"
         f" {result['exit_seconds']:6.2f} s (code {result['exit_code']})"
         f"  Stops delivered {result['stops_delivered']:,} spooled {result['stops_spooled']:,}"
-        f" missing {result['stops_missing']:,}  causes {result['terminate_causes']}",
+        f" (both {result['stops_delivered_and_spooled']:,}) missing {result['stops_missing']:,}"
+        f"  causes {result['terminate_causes']}",
         flush=True,
     )
     steps = ", ".join(f"'{marker}' at {at:.2f} s" for marker, at in result["steps_seconds"].items())
