@@ -29,7 +29,7 @@ from lns.adapters.reload import enable_reload
 from lns.adapters.services import make_service
 from lns.adapters.startup import StartupError
 from lns.config import Config, ConfigError, LogSection, load_config
-from lns.runtime import default_reactor
+from lns.runtime import default_reactor, settle_garbage_collector
 
 PROG = "lns"
 
@@ -102,6 +102,7 @@ def makeService(options: Options) -> service.IService:
     except (StartupError, TlsSetupError) as exc:  # TlsSetupError: RadSec files unusable
         raise SystemExit(f"{PROG}: cannot start: {exc}") from None
     enable_reload(node, config, options["config"])  # SIGHUP reloads the file
+    default_reactor(None).callWhenRunning(settle_garbage_collector)
     # From here twistd starts the services, and a StartupError would reach the top
     # as a traceback: print its one line instead.
     sys.excepthook = _one_line_for_startup_errors(sys.excepthook)
