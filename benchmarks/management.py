@@ -50,8 +50,8 @@ from lns.testing.servers import (
     Server,
     loadgen_arguments,
     machine_busy,
+    run_reported,
     start_freeradius,
-    summarise,
     users,
 )
 
@@ -361,14 +361,8 @@ def main() -> int:
     if args.mode == "probe":
         probe(args)
         return 0
-    try:
-        result = run(args)
-    except BenchError as exc:
-        print(f"failed: {exc}", file=sys.stderr)
-        result = {"run": f"lns/sqlite x {args.sessions:,}", "error": str(exc)}
-    else:
-        show(result)
-    return summarise("management", [result], show, args.output, 24)
+    label = f"lns/sqlite x {args.sessions:,}"
+    return run_reported("management", label, lambda: run(args), show, args.output, 24)
 
 
 if __name__ == "__main__":

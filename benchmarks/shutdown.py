@@ -41,10 +41,10 @@ from lns.testing.servers import (
     Harness,
     Loadgen,
     loadgen_arguments,
+    run_reported,
     start_freeradius,
     start_lns,
     stop_process,
-    summarise,
     users,
 )
 
@@ -217,14 +217,8 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="py-spy's raw samples of the stop to FILE")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    try:
-        result = run(args)
-    except BenchError as exc:
-        print(f"shutdown: failed: {exc}", file=sys.stderr)
-        result = {"run": f"lns-{args.database} x {args.sessions:,}", "error": str(exc)}
-    else:
-        show(result)
-    return summarise("shutdown", [result], show, args.output, 22)
+    label = f"lns-{args.database} x {args.sessions:,}"
+    return run_reported("shutdown", label, lambda: run(args), show, args.output, 22)
 
 
 if __name__ == "__main__":

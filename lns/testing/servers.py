@@ -635,6 +635,26 @@ def summarise(
     return 1 if any("error" in r for r in results) else 0
 
 
+def run_reported(
+    benchmark: str,
+    label: str,
+    run: Callable[[], dict[str, Any]],
+    show: Callable[[dict[str, Any]], None],
+    output: Path | None,
+    width: int,
+) -> int:
+    """A benchmark of one run: its result shown (or its failure in one line, under
+    ``label``), then the summary and the JSON report; the exit status."""
+    try:
+        result = run()
+    except BenchError as exc:
+        print(f"{benchmark}: failed: {exc}", file=sys.stderr)
+        result = {"run": label, "error": str(exc)}
+    else:
+        show(result)
+    return summarise(benchmark, [result], show, output, width)
+
+
 # --- the data-plane site with l2tpns as its server -------------------------------------------
 
 
