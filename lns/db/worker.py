@@ -16,12 +16,14 @@ threads (a heartbeat never waits behind a batch of allocations; SQLite's one
 connection still serialises its writers), and each is answered, as it finishes,
 with a frame of ``(number, ok, result)``, `result` the return value or the
 exception (database errors as one-line DatabaseUnavailable). The child stops when
-its input ends, once the calls in progress are answered.
+its input ends, once the calls in progress are answered, and ignores SIGTERM, SIGINT and
+SIGHUP: the node stopping on one still needs it.
 """
 
 from __future__ import annotations
 
 import pickle
+import signal
 import struct
 import sys
 import threading
@@ -111,7 +113,17 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
 
 
 def main() -> None:
+    ignore_stop_signals()
     serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+def ignore_stop_signals() -> None:
+    """The node, not a signal, ends this process (its input ends): systemd's default
+    KillMode sends SIGTERM to every process of the unit at once, and a terminal's
+    Ctrl-C SIGINT to the whole process group, while the stopping node still writes the
+    Stops of its sessions through us. A SIGKILLed node ends our input all the same."""
+    for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(stop, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
