@@ -5,9 +5,9 @@ timer kept at a core's single next deadline, blocking work on a bounded thread
 pool with its calls tracked for a clean stop, a per-second bound on what a peer
 can make us do (log lines, ICMP errors), the one time budget of a stopping node's
 waits for its peers, the garbage collector's settings for a node holding many
-sessions, and the global reactor as the default
-for code that accepts ``reactor=None`` (it is imported only when asked for,
-never at module level: Twisted's coding standard).
+sessions, and the global reactor as the default for code that accepts
+``reactor=None`` (it is imported only when asked for, never at module level:
+Twisted's coding standard).
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ class StopGrace:
 
 # CPython's defaults are (700, 10, 10). A node holds tens of thousands of sessions of
 # long-lived objects, and every full collection walks them all: hundreds of milliseconds
-# each, HELLOs waiting meanwhile. Collections of the young generation run a hundred times
-# less often, full ones far less often still; memory per session is unchanged (cyclic
+# each, HELLOs waiting meanwhile. Collections of the young generation run over a hundred
+# times less often, full ones far less often still; memory per session is unchanged (cyclic
 # garbage is rare here: reference counting frees almost everything).
 GC_THRESHOLDS = (100_000, 50, 1_000)
 
