@@ -82,6 +82,8 @@ def test_a_killed_node_s_sims_come_back_on_the_other_with_their_addresses_and_st
     before = deployment.leases_by_iccid()
     assert len(before) == SIMS
     assert {lease.node for lease in before.values()} == {"node-A"}
+    # The LAC saw every IPCP Opened; node-A's log line of each comes with its next write.
+    deployment.wait_until(lambda: len(a.acct_session_ids()) == SIMS, 10, "sessions logged")
     sessions_on_a = a.acct_session_ids()
     assert len(sessions_on_a) == SIMS
     deployment.wait_until(
