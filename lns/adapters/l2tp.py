@@ -24,7 +24,7 @@ from typing import Protocol
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorFDSet, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger, LogLevel
 
 from lns.adapters.udp import Address, PktinfoUdpPort, Received
@@ -99,6 +99,10 @@ class L2tpService(service.Service):
         self.port: PktinfoUdpPort | None = None
         self._timer = DeadlineTimer(self.reactor, self._on_timer)
         self._limits: dict[str, RateLimit] = {}
+        # Per kind, the count of lines left out that the last line logged showed; and
+        # the summary due when a second with lines left out is over.
+        self._shown: dict[str, int] = {}
+        self._summaries: dict[str, IDelayedCall] = {}
         self._all_acked: defer.Deferred[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------
@@ -158,6 +162,9 @@ class L2tpService(service.Service):
 
     def _close(self) -> None:
         self._timer.cancel()
+        for kind, summary in list(self._summaries.items()):
+            summary.cancel()
+            self._summarise(kind)  # the last count, before the process ends
         if self.port is not None:
             self.port.stop()
             self.port = None
@@ -246,11 +253,32 @@ class L2tpService(service.Service):
                 calls.call_cleared(effect)
 
     def _limited(self, kind: str) -> RateLimit | None:
-        """The limit for one kind of peer-driven line; None when this one is over it."""
+        """The limit for one kind of peer-driven line; None when this one is over it.
+
+        A line logged shows how many of its kind were left out so far; when lines are
+        left out, a summary follows a second later unless a line of the kind showed the
+        count meanwhile (a flood that ends inside one second is still counted)."""
         limit = self._limits.get(kind)
         if limit is None:
             limit = self._limits[kind] = RateLimit(PEER_LINES_PER_SECOND)
-        return limit if limit.allow(self.reactor.seconds()) else None
+        if limit.allow(self.reactor.seconds()):
+            self._shown[kind] = limit.suppressed
+            return limit
+        if kind not in self._summaries:
+            self._summaries[kind] = self.reactor.callLater(1.0, self._summarise, kind)
+        return None
+
+    def _summarise(self, kind: str) -> None:
+        self._summaries.pop(kind, None)
+        suppressed = self._limits[kind].suppressed
+        if suppressed > self._shown.get(kind, 0):
+            self._shown[kind] = suppressed
+            self.log.warn(
+                "more {kind} lines than {rate} a second [{suppressed} more not logged]",
+                kind=kind,
+                rate=PEER_LINES_PER_SECOND,
+                suppressed=suppressed,
+            )
 
     def _log(self, effect: Effect) -> None:
         if isinstance(effect, TunnelEstablished):

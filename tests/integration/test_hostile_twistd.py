@@ -144,7 +144,7 @@ def test_a_flood_leaves_twistd_answering_hello_within_its_caps(tmp_path: Path):
     assert kinds["unknown-tunnel"]["replies"].get("StopCCN 2/1", 0) >= 1
 
     text = server.log()
-    refused = [line for line in text.splitlines() if "tunnel refused" in line]
+    refused = [line for line in text.splitlines() if "tunnel refused from" in line]
     seconds = {line[:19] for line in refused}  # one timestamp per second of the log
     assert 0 < len(refused) <= 2 * len(seconds)
     assert re.search(r"\[\d{2,} more not logged\]", text)

@@ -26,7 +26,7 @@ def test_refusals_from_a_flood_are_logged_a_few_a_second_with_the_rest_counted()
         for n in range(1000):
             service.datagram_received(sccrq(n + 1), ("198.51.100.7", 1024 + n), None)
         clock.advance(1.0)
-    lines = [formatEvent(e) for e in events if "tunnel refused" in formatEvent(e)]
+    lines = [formatEvent(e) for e in events if "tunnel refused from" in formatEvent(e)]
     assert len(lines) == 3 * PEER_LINES_PER_SECOND
     assert lines[0].endswith("[0 more not logged]")
     # The count is kept across seconds: the last line tells what the first two left out.
@@ -42,3 +42,28 @@ def test_each_kind_has_its_own_allowance() -> None:
     texts = [formatEvent(e) for e in events]
     assert sum("dropped a packet" in t for t in texts) == PEER_LINES_PER_SECOND
     assert sum("tunnel refused" in t for t in texts) == PEER_LINES_PER_SECOND
+
+
+def test_a_flood_inside_one_second_is_counted_a_second_later() -> None:
+    """No later line of its kind would show the count: a summary says it."""
+    service, clock, events = service_with_log()
+    for n in range(100):
+        service.datagram_received(sccrq(n + 1), ("198.51.100.7", 1024 + n), None)
+    clock.advance(0.9)
+    assert not any("more tunnel refused lines" in formatEvent(e) for e in events)
+    clock.advance(0.1)
+    summaries = [formatEvent(e) for e in events if "more tunnel refused lines" in formatEvent(e)]
+    assert summaries == [
+        f"more tunnel refused lines than {PEER_LINES_PER_SECOND} a second"
+        f" [{100 - PEER_LINES_PER_SECOND} more not logged]"
+    ]
+    clock.advance(10.0)  # nothing new left out: nothing more said
+    assert len([e for e in events if "more tunnel refused lines" in formatEvent(e)]) == 1
+
+
+def test_no_summary_when_nothing_was_left_out() -> None:
+    service, clock, events = service_with_log()
+    service.datagram_received(sccrq(1), ("198.51.100.7", 1024), None)
+    assert clock.getDelayedCalls() == []  # no summary due
+    clock.advance(5.0)
+    assert not any("lines than" in formatEvent(e) for e in events)
