@@ -45,10 +45,9 @@ from lns.testing.servers import (
     RADIUS_SECRET,
     BenchError,
     Harness,
-    Loadgen,
     LogFile,
     Server,
-    loadgen_arguments,
+    held_loadgen,
     machine_busy,
     run_reported,
     start_freeradius,
@@ -237,21 +236,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         start_freeradius(harness, namespace, users(args.sessions))
         server = start_node(harness, namespace, directory)
         started = time.monotonic()
-        loadgen = Loadgen(
+        loadgen = held_loadgen(
+            harness,
             namespace,
             directory,
-            loadgen_arguments(
-                sessions=args.sessions,
-                tunnels=args.tunnels,
-                concurrency=1000,
-                hold=24 * 3600,
-                hello_interval=1.0,
-                timeout=120,
-            ),
+            args.setup_timeout,
+            sessions=args.sessions,
+            tunnels=args.tunnels,
+            concurrency=1000,
         )
-        harness.callback(loadgen.kill)
-        if loadgen.wait_phase({"hold", "teardown", "done"}, args.setup_timeout) != "hold":
-            raise BenchError(f"loadgen ended before the hold: {loadgen.tail()}")
         setup_seconds = time.monotonic() - started
         print(f"--- {args.sessions:,} sessions up in {setup_seconds:.0f} s; settling", flush=True)
         settled, cpu = settle(server, args)

@@ -20,7 +20,6 @@ The load generator is killed after the reading rather than tearing 50,000 sessio
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -29,14 +28,11 @@ from typing import Any
 from lns.testing.servers import (
     BenchError,
     Harness,
-    Loadgen,
-    loadgen_arguments,
+    held_loadgen,
     start_server,
     summarise,
     users,
 )
-
-UP = re.compile(r"sessions up (\d+)/(\d+) failed (\d+)")
 
 
 def run_one(kind: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -48,34 +44,24 @@ def run_one(kind: str, sessions: int, args: argparse.Namespace) -> dict[str, Any
         time.sleep(3)
         baseline = server.rss_kib()
         started = time.monotonic()
-        loadgen = Loadgen(
+        loadgen = held_loadgen(
+            harness,
             namespace,
             directory,
-            loadgen_arguments(
-                sessions=sessions,
-                tunnels=args.tunnels,
-                retransmit=0.2 if kind == "l2tpns" else 1.0,
-                concurrency=args.concurrency,
-                hold=24 * 3600,
-                hello_interval=1.0,
-                timeout=120,
-            ),
+            args.setup_timeout,
+            sessions=sessions,
+            tunnels=args.tunnels,
+            retransmit=0.2 if kind == "l2tpns" else 1.0,
+            concurrency=args.concurrency,
         )
-        harness.callback(loadgen.kill)
-        phase = loadgen.wait_phase({"hold", "teardown", "done"}, args.setup_timeout)
         setup_seconds = time.monotonic() - started
-        if phase != "hold":
-            raise BenchError(f"loadgen ended before the hold: {loadgen.tail()}")
         time.sleep(args.settle)
         samples = []
         for _ in range(3):
             samples.append(server.rss_kib())
             time.sleep(1)
         rss = max(samples)
-        matches = [UP.search(line) for line in loadgen.lines]
-        found = [m for m in matches if m is not None]
-        up = int(found[-1].group(1)) if found else 0
-        failed = int(found[-1].group(3)) if found else 0
+        up, failed = loadgen.sessions_up()
         lost = server.sessions_down()
         loadgen.kill()
         problems = server.problems(limit=8)

@@ -39,8 +39,7 @@ from lns.testing.profiles import profile_summary
 from lns.testing.servers import (
     BenchError,
     Harness,
-    Loadgen,
-    loadgen_arguments,
+    held_loadgen,
     run_reported,
     start_freeradius,
     start_lns,
@@ -48,7 +47,6 @@ from lns.testing.servers import (
     users,
 )
 
-UP = re.compile(r"sessions up (\d+)/(\d+) failed (\d+)")
 STOP = 2  # Acct-Status-Type Stop (RFC 2866 section 5.1)
 # The steps of a stop as the node logs them: sessions ended and StopCCNs sent, the wait
 # for their acknowledgements over, accounting stopped.
@@ -77,23 +75,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         radius = start_freeradius(harness, namespace, users(args.sessions))
         server = start_lns(harness, namespace, directory, args.database)
         url = _database_url(server.log.path.parent / "lns.toml")
-        loadgen = Loadgen(
+        loadgen = held_loadgen(
+            harness,
             namespace,
             directory,
-            loadgen_arguments(
-                sessions=args.sessions,
-                tunnels=args.tunnels,
-                concurrency=args.concurrency,
-                hold=24 * 3600,
-                hello_interval=1.0,
-                timeout=120,
-            ),
+            args.setup_timeout,
+            sessions=args.sessions,
+            tunnels=args.tunnels,
+            concurrency=args.concurrency,
         )
-        harness.callback(loadgen.kill)
-        if loadgen.wait_phase({"hold", "teardown", "done"}, args.setup_timeout) != "hold":
-            raise BenchError(f"loadgen ended before the hold: {loadgen.tail()}")
-        found = [m for m in (UP.search(line) for line in loadgen.lines) if m is not None]
-        up = int(found[-1].group(1)) if found else 0
+        up, _failed = loadgen.sessions_up()
         time.sleep(args.settle)  # every Start delivered, the node idle
         starts_before = Counter(r.get("Acct-Status-Type") for r in detail_records(radius))
         loadgen.kill()  # the LAC vanishes: nobody acknowledges the StopCCNs

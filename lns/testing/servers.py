@@ -562,6 +562,35 @@ class Loadgen:
             self.process.kill()
             self.process.wait(10)
 
+    def sessions_up(self) -> tuple[int, int]:
+        """Sessions up and failed, as its last progress line says ((0, 0) before one)."""
+        with self._changed:
+            found = [m for m in map(_SESSIONS_UP.search, self.lines) if m is not None]
+        return (int(found[-1].group(1)), int(found[-1].group(3))) if found else (0, 0)
+
+
+_SESSIONS_UP = re.compile(r"sessions up (\d+)/(\d+) failed (\d+)")
+
+
+def held_loadgen(
+    harness: contextlib.ExitStack,
+    namespace: NetNs,
+    directory: Path,
+    setup_timeout: float,
+    **arguments: Any,
+) -> Loadgen:
+    """lns-loadgen setting up sessions and holding them (a HELLO a second, killed with
+    the harness), once they are all up; ``arguments`` are `loadgen_arguments`'."""
+    loadgen = Loadgen(
+        namespace,
+        directory,
+        loadgen_arguments(hold=24 * 3600, hello_interval=1.0, timeout=120, **arguments),
+    )
+    harness.callback(loadgen.kill)
+    if loadgen.wait_phase({"hold", "teardown", "done"}, setup_timeout) != "hold":
+        raise BenchError(f"loadgen ended before the hold: {loadgen.tail()}")
+    return loadgen
+
 
 def loadgen_arguments(
     *,
