@@ -23,7 +23,6 @@ lines left out).
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 
 import sqlalchemy
 
+from lns.config import load_config
 from lns.testing.freeradius import detail_records
 from lns.testing.profiles import profile_summary
 from lns.testing.servers import (
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         directory = harness.directory("lns-bench-shutdown-")
         radius = start_freeradius(harness, namespace, users(args.sessions))
         server = start_lns(harness, namespace, directory, args.database)
-        url = _database_url(server.log.path.parent / "lns.toml")
+        url = load_config(server.log.path.parent / "lns.toml").database.url
         loadgen = held_loadgen(
             harness,
             namespace,
@@ -167,13 +167,6 @@ def _clock_and_message(line: str) -> str:
     """A log line's time of day and message (its date and source left out)."""
     when, _, rest = line.partition(" ")
     return f"{when[11:23]} {rest.partition(' ')[2]}"
-
-
-def _database_url(config: Path) -> str:
-    match = re.search(r'^url = "(.*)"$', config.read_text(), re.MULTILINE)
-    if match is None:
-        raise BenchError(f"no [database] url in {config}")
-    return match.group(1)
 
 
 def show(result: dict[str, Any]) -> None:
