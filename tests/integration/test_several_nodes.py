@@ -157,7 +157,8 @@ def test_a_live_node_cut_off_from_the_lac_clears_its_stale_sessions_and_keeps_ou
     loadgen.wait_phase({"hold"}, 90)
     before = deployment.leases_by_iccid()
     assert {lease.node for lease in before.values()} == {"node-A"}
-    assert len(a.sessions()) == SIMS
+    # The LAC counts a SIM up when it has acked IPCP; node-A logs it when that ack arrives.
+    deployment.wait_until(lambda: len(a.sessions()) == SIMS, 10, f"{SIMS} sessions on node-A")
 
     relay.cut()  # node-A lives on; nothing passes between it and the LAC
     loadgen.wait_line("marked down", 30)
