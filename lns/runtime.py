@@ -4,7 +4,8 @@ Everything here sits between the I/O-free cores and the services: a reactor
 timer kept at a core's single next deadline, blocking work on a bounded thread
 pool with its calls tracked for a clean stop, a per-second bound on what a peer
 can make us do (log lines, ICMP errors), the one time budget of a stopping node's
-waits for its peers, the garbage collector's settings for a node holding many
+waits for its peers, the backlog that spreads a storm's work over the reactor's
+turns, the garbage collector's settings for a node holding many
 sessions, and the global reactor as the default for code that accepts
 ``reactor=None`` (it is imported only when asked for, never at module level:
 Twisted's coding standard).
@@ -13,6 +14,8 @@ Twisted's coding standard).
 from __future__ import annotations
 
 import gc
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -139,6 +142,75 @@ class StopGrace:
         self.begin()
         assert self._ends is not None
         return max(0.0, self._ends - self.clock.seconds())
+
+
+class Backlog:
+    """The node's work, a slice per reactor turn, in the order it was asked for.
+
+    A storm hands the reactor more work in one read than it can do before the next
+    HELLO is due: a read of 512 datagrams, 200 addresses from one commit, a socket full
+    of RADIUS answers. A slice begins with the first item (`add`) of a reactor turn
+    and lasts ``slice_`` seconds of `work_clock`: items run at once while it lasts and
+    nothing waits; the rest wait for the reactor's next turn, which comes after the
+    reactor has read its sockets again and runs one item at least. So control traffic
+    is answered within about a slice however far behind the rest is. ``slice_`` None:
+    everything at once (tests on a fake clock, tools).
+
+    What an item asks for while it runs belongs to it and runs at once, before the
+    items queued behind it, as if called directly. An item that raises raises to the
+    reactor, as it would have without the backlog; the rest run at the next turn.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        slice_: float | None,
+        work_clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.reactor = reactor
+        self.slice = slice_
+        self.work_clock = work_clock
+        self._queued: deque[Callable[[], object]] = deque()
+        self._running = False
+        self._slice_ends: float | None = None  # of the current turn's slice, once begun
+
+    def __len__(self) -> int:
+        """Items waiting for a later turn."""
+        return len(self._queued)
+
+    def add(self, work: Callable[[], object]) -> None:
+        if self._running:
+            work()
+        elif not self._queued and self._within_slice():
+            self._run(work)
+        else:
+            self._queued.append(work)
+
+    def _within_slice(self) -> bool:
+        """Whether this turn's slice lasts; the first call of a turn begins it."""
+        if self.slice is None:
+            return True
+        now = self.work_clock()
+        if self._slice_ends is None:
+            self._slice_ends = now + self.slice
+            self.reactor.callLater(0, self._next_turn)
+        return now < self._slice_ends
+
+    def _next_turn(self) -> None:
+        self._slice_ends = None
+        queued = self._queued
+        if queued:  # at least one item a turn, however short the slice
+            self._within_slice()
+            self._run(queued.popleft())
+        while queued and self._within_slice():
+            self._run(queued.popleft())
+
+    def _run(self, work: Callable[[], object]) -> None:
+        self._running = True
+        try:
+            work()
+        finally:
+            self._running = False
 
 
 # CPython's defaults are (700, 10, 10). A node holds tens of thousands of sessions of

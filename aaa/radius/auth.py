@@ -42,6 +42,7 @@ from aaa.radius.packet import (
 )
 from lns.config import Config
 from lns.ppp.auth import AuthMethod, AuthRequest, Decision
+from lns.runtime import Backlog
 
 __all__ = [
     "AccessRequestSettings",
@@ -84,16 +85,20 @@ class RadiusAuthenticator:
         self.settings = settings
 
     @classmethod
-    def from_config(cls, config: Config, reactor: IReactorTime) -> RadiusAuthenticator:
+    def from_config(
+        cls, config: Config, reactor: IReactorTime, backlog: Backlog | None = None
+    ) -> RadiusAuthenticator:
         """From `[aaa]`, `[[aaa.radius]]` (at least one) and `[l2tp] listen`.
 
-        `reactor` must provide IReactorUDP as well as IReactorTime (the real one does).
+        `reactor` must provide IReactorUDP as well as IReactorTime (the real one does);
+        `backlog` is the node's (`RadiusClient`).
         """
         client = RadiusClient(
             config.aaa.radius,
             IReactorUDP(reactor),
             config.aaa.require_message_authenticator,
             clock=reactor,
+            backlog=backlog,
         )
         return cls(client, AccessRequestSettings.from_config(config))
 

@@ -37,6 +37,7 @@ The rules below hold for both, in one order:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 
 from twisted.application import service
 from twisted.internet import defer
@@ -49,6 +50,7 @@ from aaa.radius.radsec import RadsecServerPort
 from aaa.radius.tls import RadsecTls
 from aaa.radius.udp import UdpServerPort
 from lns.config import RadiusServer
+from lns.runtime import Backlog
 
 __all__ = [
     "DEFAULT_DEAD_TIME",
@@ -124,7 +126,14 @@ class _Transaction:
         self.done = True
         self.attempt = None
         self.client._finished(self)
-        self.deferred.callback(reply)
+        if self.client.backlog is None:
+            self.deferred.callback(reply)
+        else:  # the session goes on in its turn (unless it went away meanwhile)
+            self.client.backlog.add(partial(self._deliver, reply))
+
+    def _deliver(self, reply: Reply) -> None:
+        if not self.deferred.called:
+            self.deferred.callback(reply)
 
     def gave_up(self, attempt: Attempt, reason: str) -> None:
         if self.done or attempt is not self.attempt:
@@ -169,7 +178,8 @@ class RadiusClient:
 
     `reactor` must provide IReactorUDP (the UDP sockets), IReactorTCP when a server
     is `transport = "tls"`, and IReactorTime (timeouts); `clock` overrides the
-    latter (tests drive timeouts with a `task.Clock`). Call :meth:`start` before
+    latter (tests drive timeouts with a `task.Clock`); `backlog`, the node's, is where
+    each answer's requester goes on, in its turn (none: at once). Call :meth:`start` before
     sending (it opens one socket per UDP server port, so that a failure to open one
     shows at start, and the RadSec connections) and :meth:`stop` at the end.
     Building the client reads the RadSec credentials: a `tls.TlsSetupError` (a
@@ -185,6 +195,7 @@ class RadiusClient:
         clock: IReactorTime | None = None,
         dead_time: float = DEFAULT_DEAD_TIME,
         max_sockets: int = 16,
+        backlog: Backlog | None = None,
     ) -> None:
         self.servers = tuple(servers)
         if not self.servers:
@@ -210,6 +221,8 @@ class RadiusClient:
                     ports.append(UdpServerPort(settings, reactor, server, number, max_sockets))
         self.running = False
         self._transactions: set[_Transaction] = set()
+        # Where each answer's requester goes on, in its turn (None: at once).
+        self.backlog = backlog
 
     @property
     def ports(self) -> list[ServerPort]:

@@ -8,6 +8,9 @@ all go through the L2TP core, and its output (acknowledgements, HELLO acks,
 ICRPs, CDNs) leaves the socket, before any of the PPP, RADIUS and database
 work they start is handed to the layer above, so a HELLO read behind 63 ICCNs
 is answered before the first of their sessions is set up.
+On the node that work also goes through the node's `Backlog`, a slice per reactor
+turn: the socket is read again, and the next HELLO answered, within about a slice
+however far behind a storm has put the PPP, RADIUS and database work.
 Every line that a peer's datagrams can cause at will (drops, refusals, tunnels
 and calls that never came up) goes through a per-kind :class:`RateLimit` of
 ``PEER_LINES_PER_SECOND``, and says how many of its kind were not logged: a
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from functools import partial
 from typing import Protocol
 
 from twisted.application import service
@@ -41,9 +45,12 @@ from lns.l2tp.effects import (
     TunnelRefused,
 )
 from lns.l2tp.endpoint import SHUTDOWN_REASON, LnsEndpoint
-from lns.runtime import DeadlineTimer, RateLimit, StopGrace, default_reactor
+from lns.runtime import Backlog, DeadlineTimer, RateLimit, StopGrace, default_reactor
 
 PEER_LINES_PER_SECOND = 2
+# Datagrams read per wake-up on the node: the socket read dry (the core is cheap per
+# datagram; the work they start waits in the node's backlog).
+READ_BATCH = 512
 STOP_GRACE = 2.0  # seconds a stopping node waits for the LACs to acknowledge its StopCCNs
 # What the layer above is told, in arrival order, once the control output has left.
 _Upward = CallEstablished | CallCleared | PppFrameReceived
@@ -89,6 +96,8 @@ class L2tpService(service.Service):
         reactor: IReactorTime | None = None,
         calls: CallHandler | None = None,
         stop_grace: StopGrace | None = None,
+        backlog: Backlog | None = None,
+        read_batch: int = 64,
     ) -> None:
         self.reactor: IReactorTime = default_reactor(reactor)
         self.endpoint = endpoint
@@ -104,6 +113,10 @@ class L2tpService(service.Service):
         self._shown: dict[str, int] = {}
         self._summaries: dict[str, IDelayedCall] = {}
         self._all_acked: defer.Deferred[None] | None = None
+        # Where the layer above's work waits its turn (by default: none waits).
+        self.backlog = backlog if backlog is not None else Backlog(self.reactor, None)
+        self.read_batch = read_batch
+        self._stopping = False
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -125,7 +138,9 @@ class L2tpService(service.Service):
     def _bind(self) -> PktinfoUdpPort:
         if self.port is None:
             host, port = self.listen
-            bound = PktinfoUdpPort(host, port, self, IReactorFDSet(self.reactor))
+            bound = PktinfoUdpPort(
+                host, port, self, IReactorFDSet(self.reactor), batch=self.read_batch
+            )
             bound.start()
             self.port = bound
         return self.port
@@ -135,6 +150,9 @@ class L2tpService(service.Service):
         and accounts it Admin-Reboot, not as a call lost); then the acks are waited for."""
         super().stopService()  # type: ignore[no-untyped-call]
         self.stop_grace.begin()
+        # Calls and frames still in the backlog end with their tunnels' StopCCN below:
+        # the layer above never knew them, so there is nothing of theirs to end.
+        self._stopping = True
         tunnels = len(self.endpoint.tunnels)
         for effect in self.endpoint.shutdown(self.reactor.seconds()):
             if not isinstance(effect, CallCleared):
@@ -243,14 +261,21 @@ class L2tpService(service.Service):
         return upward
 
     def _deliver(self, upward: list[_Upward]) -> None:
-        calls = self.calls
+        """Tell the layer above, in order, each in its turn of the node's backlog."""
+        add, tell = self.backlog.add, self._tell
         for effect in upward:
-            if isinstance(effect, PppFrameReceived):
-                calls.ppp_frame_received(effect.tunnel_id, effect.session_id, effect.frame)
-            elif isinstance(effect, CallEstablished):
-                calls.call_established(effect)
-            else:
-                calls.call_cleared(effect)
+            add(partial(tell, effect))
+
+    def _tell(self, effect: _Upward) -> None:
+        if isinstance(effect, PppFrameReceived):
+            if self._stopping:
+                return
+            self.calls.ppp_frame_received(effect.tunnel_id, effect.session_id, effect.frame)
+        elif isinstance(effect, CallEstablished):
+            if not self._stopping:
+                self.calls.call_established(effect)
+        else:
+            self.calls.call_cleared(effect)
 
     def _limited(self, kind: str) -> RateLimit | None:
         """The limit for one kind of peer-driven line; None when this one is over it.

@@ -18,6 +18,7 @@ with the reason while it is tried again, backing off from `retry_initial` to
 from __future__ import annotations
 
 import enum
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
@@ -31,6 +32,7 @@ from lns.db import database
 from lns.db.executor import DatabaseUnavailable, Executor
 from lns.pool import allocator
 from lns.pool.allocator import AllocationRequest, Lease, PoolError, PoolUnavailable
+from lns.runtime import Backlog
 
 __all__ = ["AddressPoolService", "SqlAddressPool"]
 
@@ -67,8 +69,10 @@ class SqlAddressPool:
         clock: IReactorTime | None = None,
         retry_initial: float = 1.0,
         retry_cap: float = 30.0,
+        backlog: Backlog | None = None,
     ) -> None:
-        """`clock` schedules the start-up retries (none without it)."""
+        """`clock` schedules the start-up retries (none without it); each session's
+        answer from a transaction waits its turn in `backlog` (none: all at once)."""
         self.executor = executor
         self.engine = executor.engine
         self.node = node
@@ -87,6 +91,7 @@ class SqlAddressPool:
         self._outage: float | None = None  # when the database became unusable
         self._batching = False
         self._drained: list[defer.Deferred[None]] = []  # `stop` waiting for the last batch
+        self._backlog = backlog
 
     # --- Life cycle ---
 
@@ -214,11 +219,12 @@ class SqlAddressPool:
         )
 
         def answered(results: list[Lease | bool | PoolError]) -> None:
+            # Up to BATCH sessions go on with their setup here: each in its turn.
             for (_, waiter), result in zip(batch, results, strict=True):
-                if isinstance(result, PoolError):
-                    waiter.errback(result)
+                if self._backlog is None:
+                    _answer(waiter, result)
                 else:
-                    waiter.callback(result)
+                    self._backlog.add(partial(_answer, waiter, result))
 
         def failed(failure: Failure) -> None:
             for _, waiter in batch:
@@ -283,6 +289,13 @@ class SqlAddressPool:
                 waiter.callback(None)
             else:
                 waiter.errback(self._unavailable())
+
+
+def _answer(waiter: defer.Deferred[Any], result: Lease | bool | PoolError) -> None:
+    if isinstance(result, PoolError):
+        waiter.errback(result)
+    else:
+        waiter.callback(result)
 
 
 def _prepare(engine: Engine, migrate: bool, node: str) -> int:

@@ -24,7 +24,7 @@ from aaa.radius.auth import RadiusAuthenticator
 from aaa.radius.client import RadiusClientService
 from aaa.radius.dae import DynamicAuthorizationService
 from lns.adapters.dataplane import DataPlaneService, make_dataplane
-from lns.adapters.l2tp import STOP_GRACE, L2tpService
+from lns.adapters.l2tp import READ_BATCH, STOP_GRACE, L2tpService
 from lns.adapters.management import ManagementService, make_management
 from lns.adapters.node_state import NodeState
 from lns.adapters.nodes import (
@@ -47,13 +47,15 @@ from lns.l2tp.tunnel import LacPeer, TunnelSettings
 from lns.ppp.auth import AuthRequest, Decision
 from lns.ppp.lcp import AuthProtocol
 from lns.ppp.session import LcpRenegotiation, NoProxyAuth, PppSettings
-from lns.runtime import StopGrace, default_reactor
+from lns.runtime import Backlog, StopGrace, default_reactor
 from lns.sessions.accounting import AcctSessionIds
 from lns.sessions.backends import AddressAllocator, Authenticator
 from lns.sessions.supervisor import SessionSupervisor, SupervisorSettings
 
 NO_AAA = "no AAA back end: no [[aaa.radius]] server is configured"
 SQL_THREADS = 4
+# Seconds of the backlog's work per reactor turn before the sockets are read again.
+WORK_SLICE = 0.005
 _T = TypeVar("_T")
 
 
@@ -247,10 +249,13 @@ def make_service(
     """Every service of the node. Tests inject their own AAA or allocator."""
     reactor = default_reactor(reactor)
     acct_session_ids = AcctSessionIds(config.lns.node_name, reactor.seconds())
+    # The work a storm starts (calls and frames read, RADIUS answers, addresses from a
+    # commit), a slice per reactor turn: the L2TP socket is read again between slices.
+    backlog = Backlog(reactor, WORK_SLICE)
     radius: RadiusAuthenticator | None = None
     radius_service: RadiusClientService | None = None
     if authenticator is None and config.aaa.radius:
-        radius = RadiusAuthenticator.from_config(config, reactor)
+        radius = RadiusAuthenticator.from_config(config, reactor, backlog)
         radius_service = RadiusClientService(radius.client)
         authenticator = radius
     executor: Executor | None = None
@@ -273,6 +278,7 @@ def make_service(
             config.lns.node_name,
             default_pool=config.database.default_pool,
             clock=reactor,
+            backlog=backlog,
         )
         pool_service = AddressPoolService(pool, migrate=config.database.migrate_on_start)
         allocator = pool
@@ -322,6 +328,8 @@ def make_service(
         reactor=reactor,
         calls=sessions,
         stop_grace=stop_grace,
+        backlog=backlog,
+        read_batch=READ_BATCH,
     )
     sessions.link = l2tp
     dataplane.link = l2tp

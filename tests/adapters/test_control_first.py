@@ -17,8 +17,9 @@ from twisted.internet import defer
 from lns.l2tp.avp import MessageType, ResultCode
 from lns.l2tp.effects import CallCleared, CallEstablished
 from lns.l2tp.header import ControlPacket, decode_packet
-from lns.l2tp.result import CdnResult, GeneralError
+from lns.l2tp.result import CdnResult, GeneralError, StopCcnResult
 from lns.ppp.auth import AuthRequest, Decision
+from lns.runtime import Backlog
 from lns.testing.l2tp_network import message_type
 from lns.testing.lacsim.device import Device
 from lns.testing.lacsim.lac import (
@@ -219,3 +220,73 @@ def test_beyond_max_setups_in_progress_an_icrq_gets_a_cdn_and_the_hello_an_ack()
     figures = metrics(node)
     assert figures["lns_session_setups_refused_total"] == 1
     assert figures["lns_session_setups_in_progress"] == 0
+
+
+class WorkClock:
+    """The clock the backlog measures its slices on: a millisecond per reading."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def test_on_a_busy_node_setups_wait_for_later_turns_and_a_hello_read_meanwhile_is_answered():
+    node = MemoryNode(pool_size=128)
+    witness = Witness(node)
+    node.l2tp.calls = witness
+    # Five readings of the work clock a slice: five calls a turn.
+    node.l2tp.backlog = Backlog(node.clock, 0.005, WorkClock())
+    lac = node.lac(LAC)
+    tunnels = [lac.open_tunnel(node.now) for _ in range(8)]
+    node.advance(0.5)
+    calls = [place(lac, tunnels[n // 8], n, device=True) for n in range(63)]
+    read_batch(node, lac.datagrams_to_send(node.now))  # the ICRQs
+    to_lac(node, lac)
+    read_batch(node, lac.datagrams_to_send(node.now))  # the 63 ICCNs, one read
+    assert witness.calls == 5
+    assert len(node.l2tp.backlog) == 58
+
+    # The next read, before the reactor's next turn: a HELLO, answered at once, while
+    # the setups it was read behind still wait.
+    to_lac(node, lac)
+    lac.send_hello(tunnels[0])
+    read_batch(node, lac.datagrams_to_send(node.now))
+    to_lac(node, lac)
+    assert not lac.hello_outstanding(tunnels[0])
+    assert witness.calls == 5
+
+    # The next turns take the rest (a fake clock runs every turn due at once), in
+    # arrival order, and every session comes up.
+    assert any(call.getTime() == node.now for call in node.clock.getDelayedCalls())
+    node.clock.advance(0)
+    assert witness.calls == 63
+    node.advance(2.0)
+    assert witness.calls == 63
+    assert len(node.l2tp.backlog) == 0
+    assert all(call.opened for call in calls)
+
+
+def test_calls_cleared_by_a_stopccn_are_told_after_their_queued_setups_not_before():
+    node = MemoryNode(pool_size=128)
+    node.l2tp.backlog = Backlog(node.clock, 0.0, WorkClock())  # nothing in this turn
+    lac = node.lac(LAC)
+    tunnel = lac.open_tunnel(node.now)
+    node.advance(0.5)
+    for n in range(3):
+        place(lac, tunnel, n)
+    read_batch(node, lac.datagrams_to_send(node.now))
+    to_lac(node, lac)
+    read_batch(node, lac.datagrams_to_send(node.now))  # 3 ICCNs, their calls queued
+    assert len(node.l2tp.backlog) == 3
+    # The operator clears the tunnel before the queued calls reach the layer above:
+    # their clearing is queued behind them, so no session outlives its call.
+    result = ResultCode(StopCcnResult.GENERAL_REQUEST, 0, "cleared by an operator")
+    assert node.l2tp.close_tunnel(tunnel.peer_tunnel_id, result, "operator")
+    assert len(node.l2tp.backlog) == 6  # the 3 calls, then the 3 clearings behind them
+    node.advance(5.0)
+    assert len(node.l2tp.backlog) == 0
+    assert len(node.supervisor) == 0
+    assert node.pool.live == {}
