@@ -43,7 +43,7 @@ from aaa.radius.client import RadiusUnavailable
 from aaa.radius.packet import AttributeValue, RadiusPacketError, Reply, Request, accounting_request
 from lns.db.executor import Executor
 from lns.ppp.termination import TerminateCause
-from lns.runtime import StopGrace
+from lns.runtime import Backlog, StopGrace
 from lns.sessions.accounting import AccountingSession
 
 __all__ = [
@@ -126,7 +126,8 @@ class RadiusAccounting:
     Acct-Session-Ids (shared with the session supervisor; Accounting-On/Off take
     theirs from it). Every record method returns a Deferred that fires once the
     record is in the spool (or, if the database failed, once it was sent without
-    it); delivery follows. `flush()` waits for the pump.
+    it); delivery follows. `flush()` waits for the pump. With the node's `backlog`
+    each record is encoded and sent in its turn of it, not a window's worth at once.
     """
 
     def __init__(
@@ -142,6 +143,7 @@ class RadiusAccounting:
         retry_cap: float = 300.0,
         batch: int = 100,
         window: int = 32,
+        backlog: Backlog | None = None,
     ) -> None:
         self.client = client
         self.executor = executor
@@ -151,6 +153,7 @@ class RadiusAccounting:
         self.retry_cap = retry_cap
         self.batch = batch
         self.window = window  # records in flight at once (of different sessions)
+        self.backlog = backlog  # the node's: where each record waits its turn to be sent
         self.new_acct_session_id = new_acct_session_id
         self._clock = clock
         self._running = False
@@ -525,6 +528,12 @@ class RadiusAccounting:
     async def _send(self, record: spool.SpooledRecord) -> bool:
         """Send one record; True when it was answered (and may leave the spool), False
         when it was not (it stays, postponed) or accounting stopped."""
+        if self.backlog is not None:  # encoded and sent in its turn, not 32 at once
+            turn: defer.Deferred[None] = defer.Deferred()
+            self.backlog.add(lambda: turn.callback(None))
+            await turn
+            if not self._running:
+                return False
         now = self._clock.seconds()
         # Rounded: created_at went through the database at microsecond precision.
         delay = max(0, round(now - record.created_at.timestamp()))

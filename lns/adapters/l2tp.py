@@ -51,6 +51,8 @@ PEER_LINES_PER_SECOND = 2
 # Datagrams read per wake-up on the node: the socket read dry (the core is cheap per
 # datagram; the work they start waits in the node's backlog).
 READ_BATCH = 512
+# Within a read, the control output (acks, HELLO acks) leaves every this many datagrams.
+CONTROL_FLUSH = 64
 STOP_GRACE = 2.0  # seconds a stopping node waits for the LACs to acknowledge its StopCCNs
 # What the layer above is told, in arrival order, once the control output has left.
 _Upward = CallEstablished | CallCleared | PppFrameReceived
@@ -194,17 +196,20 @@ class L2tpService(service.Service):
         self.datagrams_received(((data, peer, local),))
 
     def datagrams_received(self, batch: Iterable[Received]) -> None:
-        """The datagrams of one read: the L2TP core takes them all and its output is sent;
-        then the layer above gets, in order, the calls and frames they carried."""
+        """The datagrams of one read: the L2TP core takes them all and its output is sent
+        (every `CONTROL_FLUSH` datagrams of a long read, and at its end); then the layer
+        above gets, in order, the calls and frames they carried."""
         endpoint = self.endpoint
         now = self.reactor.seconds()
         upward: list[_Upward] = []
-        for data, peer, local in batch:
+        for count, (data, peer, local) in enumerate(batch, 1):
             effects = endpoint.datagram_received(data, peer, now, local)
             if len(effects) == 1 and isinstance(effects[0], PppFrameReceived):
                 upward.append(effects[0])  # the data path: no logging, no control output
             elif effects:
                 upward += self._log_all(effects)
+            if count % CONTROL_FLUSH == 0:
+                self._flush()
         self._flush()
         self._deliver(upward)
         if self._all_acked is not None and not endpoint.closing:

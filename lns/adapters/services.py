@@ -290,7 +290,9 @@ def make_service(
 
         def pump(node: str) -> RadiusAccounting:
             """The pump of a node's spool: this node's, or an adopted dead node's."""
-            return RadiusAccounting(client, executor, node, nas, acct_session_ids, reactor)
+            return RadiusAccounting(
+                client, executor, node, nas, acct_session_ids, reactor, backlog=backlog
+            )
 
         spool_of = pump
         accounting = pump(config.lns.node_name)

@@ -279,6 +279,62 @@ def test_sessions_are_sent_side_by_side_each_in_order(engine, executor):
         yield acct.stop()
 
 
+class Turns:
+    """The node's backlog as the accounting sees it: work that runs when the test says."""
+
+    def __init__(self) -> None:
+        self.waiting: list = []
+        self._waiters: list[tuple[int, defer.Deferred]] = []
+
+    def add(self, work) -> None:
+        self.waiting.append(work)
+        ready = [w for w in self._waiters if len(self.waiting) >= w[0]]
+        self._waiters = [w for w in self._waiters if w not in ready]
+        for _, waiter in ready:  # once the caller has returned from add()
+            reactor.callLater(0, waiter.callback, None)
+
+    def queued(self, count: int) -> defer.Deferred:
+        if len(self.waiting) >= count:
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiters.append((count, waiter))
+        return waiter
+
+    def run_one(self) -> None:
+        self.waiting.pop(0)()
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_the_node_s_backlog_each_record_is_sent_in_its_own_turn(engine, executor):
+    created = datetime.now(UTC)
+    with engine.begin() as conn:
+        spool.enqueue_many(
+            conn,
+            NODE,
+            [
+                (f"s{n}", AcctStatus.START, [("Acct-Session-Id", f"s{n}")], created)
+                for n in range(3)
+            ],
+        )
+    watched, turns = Watched(), Turns()
+    acct = accounting(watched, executor, window=8, backlog=turns)
+    started = acct.start()
+    try:
+        yield turns.queued(3)  # three records, each waiting for its turn: none encoded yet
+        assert watched.requests == []
+        turns.run_one()
+        assert [r.get("Acct-Session-Id") for r in watched.requests] == ["s0"]
+        turns.run_one()
+        turns.run_one()
+        assert [r.get("Acct-Session-Id") for r in watched.requests] == ["s0", "s1", "s2"]
+        for index in range(3):
+            ack(watched, index)
+        yield started
+        assert spooled(engine) == []
+    finally:
+        yield acct.stop()
+
+
 @pytest_twisted.inlineCallbacks
 def test_accounting_on_waits_for_what_came_before_and_goes_alone(engine, executor):
     """An Accounting-On says the node's earlier sessions are over: it is sent only once

@@ -290,3 +290,27 @@ def test_calls_cleared_by_a_stopccn_are_told_after_their_queued_setups_not_befor
     assert len(node.l2tp.backlog) == 0
     assert len(node.supervisor) == 0
     assert node.pool.live == {}
+
+
+def test_in_a_long_read_the_acks_leave_every_64_datagrams_not_only_at_its_end() -> None:
+    node = MemoryNode(pool_size=256)
+    lac = node.lac(LAC)
+    tunnels = [lac.open_tunnel(node.now) for _ in range(16)]
+    node.advance(0.5)
+    lac.send_hello(tunnels[0])  # first in the read, then 127 ICRQs
+    for n in range(127):
+        place(lac, tunnels[1 + n // 9], n)
+    batch = lac.datagrams_to_send(node.now)
+    assert len(batch) == 128
+    sent_before: list[list[bytes]] = []
+    core = node.l2tp.endpoint.datagram_received
+
+    def noting(*args: Any) -> Any:
+        sent_before.append([data for data, _peer in node.port.sent])
+        return core(*args)
+
+    node.l2tp.endpoint.datagram_received = noting  # type: ignore[method-assign]
+    read_batch(node, batch)
+    assert not any(acknowledges(d, tunnels[0]) for d in sent_before[63])
+    # Before the core took the 65th datagram, the HELLO's ack had left.
+    assert any(acknowledges(d, tunnels[0]) for d in sent_before[64])
