@@ -5,6 +5,8 @@ sessions whose lease another node took over."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import json
 from datetime import UTC, datetime
 
 import pytest_twisted
@@ -12,7 +14,7 @@ from sqlalchemy import update
 from twisted.internet import defer, reactor, task
 
 from aaa.radius import spool
-from lns.adapters.nodes import LeaseWatch, NodeLiveness
+from lns.adapters.nodes import LeaseWatch, NodeLiveness, leases_of
 from lns.db import database, nodes
 from lns.db.executor import SqlExecutor
 from lns.db.models import Node
@@ -119,10 +121,10 @@ def test_a_session_whose_lease_went_to_another_node_ends_without_a_release():
     lost = []
     watch = LeaseWatch(None, NODE, task.Clock(), world.supervisor, lost.append, 10.0)  # type: ignore[arg-type]
     # The periodic check: the database no longer lists this lease as ours.
-    watch._compare({("100.64.1.99", 1)}, [record])
+    watch._compare({(int(ipaddress.IPv4Address("100.64.1.99")), 1)}, [record])
     assert lost == [record]
     lost.clear()
-    watch._compare({(str(record.lease.address), record.lease.generation)}, [record])
+    watch._compare({(int(record.lease.address), record.lease.generation)}, [record])
     assert lost == []
     # The NOTIFY of the node that took it over.
     taken = dataclasses.replace(record.lease, taken_over=())
@@ -130,9 +132,26 @@ def test_a_session_whose_lease_went_to_another_node_ends_without_a_release():
     assert lost == [record]
     watch.notified(lease_notice(dataclasses.replace(taken, node="node-B")))  # not ours
     watch.notified("{not json")
+    watch.notified(json.dumps({"node": NODE, "address": "100.64.999.1", "generation": 1}))
+    # An older lease of the same address (another generation): not this session's.
+    stale = dataclasses.replace(taken, generation=taken.generation - 1)
+    watch.notified(lease_notice(stale))
     assert lost == [record]
     # The supervisor ends it with a CDN and a Stop, and keeps the lease unreleased.
     world.run(world.supervisor.lease_lost(record, "the SIM attached again elsewhere", world.now))
     assert world.supervisor.get(key) is None
     assert world.pool.released == []
     assert world.cdns()[-1][2] == "the SIM attached again elsewhere"
+
+
+def test_the_periodic_check_reads_this_node_s_leases_as_the_sessions_hold_them(sqlite_url):
+    engine = database.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        admin.add_range(conn, "default", "100.64.9.0/29")
+        ours = allocate(conn, "default", iccid(1), NODE, 1, 1)
+        allocate(conn, "default", iccid(2), "node-B", 1, 1)
+        assert leases_of(conn, NODE) == {(int(ours.address), ours.generation)}
+        # The SIM attaches on node-B: its lease moves there, this node holds none.
+        moved = allocate(conn, "default", iccid(1), "node-B", 2, 2)
+        assert moved.address == ours.address
+        assert leases_of(conn, NODE) == set()
