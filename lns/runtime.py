@@ -173,6 +173,7 @@ class Backlog:
         self._queued: deque[Callable[[], object]] = deque()
         self._running = False
         self._slice_ends: float | None = None  # of the current turn's slice, once begun
+        self.waited = 0  # items that waited for a later turn, since the start
 
     def __len__(self) -> int:
         """Items waiting for a later turn."""
@@ -185,6 +186,7 @@ class Backlog:
             self._run(work)
         else:
             self._queued.append(work)
+            self.waited += 1
 
     def _within_slice(self) -> bool:
         """Whether this turn's slice lasts; the first call of a turn begins it."""

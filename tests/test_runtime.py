@@ -74,7 +74,7 @@ def test_work_runs_at_once_while_the_slice_lasts_and_the_rest_in_later_turns() -
     for n in range(10):
         backlog.add(lambda n=n: done.append(n))
     assert done == [0, 1, 2, 3]  # the readings at 1, 2, 3 and 4 ms
-    assert len(backlog) == 6
+    assert len(backlog) == backlog.waited == 6
     next_turn(clock)  # begun at 6 ms: 4, then the readings at 7, 8 and 9 ms
     assert done == [0, 1, 2, 3, 4, 5, 6, 7]
     backlog.add(lambda: done.append(10))  # behind what waits, whatever the slice says

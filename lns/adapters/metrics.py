@@ -35,6 +35,8 @@ prefix, counters end in ``_total``, seconds and bytes.
     lns_l2tp_control_retransmissions_total                    our control messages sent again
     lns_l2tp_hello_rtt_seconds                                histogram: our HELLOs acknowledged
     lns_l2tp_events_total{event}                              the endpoint's counters
+    lns_backlog_items                                         work waiting for a later turn
+    lns_backlog_waited_total                                  work that waited for one
 plus the process's own (``process_*``: CPU, memory, file descriptors).
 """
 
@@ -167,6 +169,18 @@ class NodeCollector:
             "lns_session_setups_in_progress",
             "Session setups in progress: calls waiting for their ICCN and sessions not up yet",
             value=admission.in_progress,
+        )
+        backlog = self.state.l2tp.backlog
+        yield GaugeMetricFamily(
+            "lns_backlog_items",
+            "The node's work (calls and frames read, RADIUS answers, addresses, accounting"
+            " records) waiting for a later reactor turn: the node is behind",
+            value=len(backlog),
+        )
+        yield CounterMetricFamily(
+            "lns_backlog_waited",
+            "Work that waited for a later reactor turn, its slice being used",
+            value=backlog.waited,
         )
         yield CounterMetricFamily(
             "lns_session_setups_refused",

@@ -258,6 +258,9 @@ def test_on_a_busy_node_setups_wait_for_later_turns_and_a_hello_read_meanwhile_i
     assert not lac.hello_outstanding(tunnels[0])
     assert witness.calls == 5
 
+    figures = metrics(node)  # the 58 calls, and the frames of the 5 sessions begun
+    assert figures["lns_backlog_items"] == len(node.l2tp.backlog) > 58
+    assert figures["lns_backlog_waited_total"] == figures["lns_backlog_items"]
     # The next turns take the rest (a fake clock runs every turn due at once), in
     # arrival order, and every session comes up.
     assert any(call.getTime() == node.now for call in node.clock.getDelayedCalls())
@@ -267,6 +270,7 @@ def test_on_a_busy_node_setups_wait_for_later_turns_and_a_hello_read_meanwhile_i
     assert witness.calls == 63
     assert len(node.l2tp.backlog) == 0
     assert all(call.opened for call in calls)
+    assert metrics(node)["lns_backlog_items"] == 0
 
 
 def test_calls_cleared_by_a_stopccn_are_told_after_their_queued_setups_not_before():
