@@ -47,6 +47,7 @@ __all__ = [
     "RotatingFile",
     "is_twisted_noise",
     "open_output",
+    "plain_event_text",
     "start_log_writer",
 ]
 
@@ -159,6 +160,26 @@ class RotatingFile:
             self._fd = None
 
 
+def plain_event_text(event: LogEvent) -> str | None:
+    """What `eventAsText` makes of an event, for the plain ones (a format string of ours,
+    no failure, no ``{callable()}``), at a fifth of its cost: in a setup storm Twisted's
+    formatter was a twentieth of the node's time. None for the others."""
+    fmt = event.get("log_format")
+    if type(fmt) is not str or "log_failure" in event or "log_flattened" in event:
+        return None
+    if "()" in fmt:
+        return None
+    try:
+        text = fmt.format_map(event)
+    except Exception:
+        return None  # Twisted's formatter says what is wrong with it
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        system = f"{event.get('log_namespace', '-')}#{level.name if level else '-'}"
+    return f"[{system}] {text}"
+
+
 def _write_all(fd: int, data: bytes) -> int:
     """Write every byte (a pipe may take part of them); the number of bytes lost."""
     view = memoryview(data)
@@ -251,7 +272,7 @@ class LogWriter:
             self._calls.depth = depth
 
     def _format(self, event: LogEvent) -> str | None:
-        text = eventAsText(event, includeTimestamp=False)
+        text = plain_event_text(event) or eventAsText(event, includeTimestamp=False)
         if not text:
             return None
         when = event.get("log_time")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, eventAsText
 from twisted.python import log as legacy_log
 
-from lns.adapters.logwriter import LogWriter, RotatingFile, is_twisted_noise
+from lns.adapters.logwriter import LogWriter, RotatingFile, is_twisted_noise, plain_event_text
 
 
 class Output:
@@ -250,3 +250,39 @@ def test_a_write_larger_than_the_limit_still_goes_out_whole(tmp_path: Path):
 def test_an_unopenable_file_raises(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         RotatingFile(str(tmp_path / "missing" / "lns.log"), max_bytes=100, keep=1)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "fields"),
+    [
+        ("session up: {iccid}, tunnel {key[0]} session {key[1]}", {"iccid": "8944", "key": (1, 2)}),
+        ("host name {host!r}, {seconds:.1f} s", {"host": "lac\n1", "seconds": 1.25}),
+        ("{count} more not logged [{rate}]", {"count": 3, "rate": 2}),
+        ("with braces {{literal}} and {value}", {"value": None}),
+    ],
+)
+def test_plain_events_read_as_twisted_formats_them(fmt: str, fields: dict) -> None:
+    events: list[dict] = []
+    log = Logger(namespace="lns.test", observer=events.append)
+    log.warn(fmt, **fields)
+    [event] = events
+    assert plain_event_text(event) == eventAsText(event, includeTimestamp=False)
+
+
+def test_events_it_cannot_format_are_left_to_twisted() -> None:
+    events: list[dict] = []
+    log = Logger(namespace="lns.test", observer=events.append)
+    log.info("missing {field}")
+    log.info("called {value()}", value=lambda: "x")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.failure("failed")
+    assert [plain_event_text(event) for event in events] == [None, None, None]
+    observer, output, reactor = writer()
+    for event in events:
+        observer(event)
+    reactor.advance(0)
+    assert "Unable to format event" in output.lines[0]
+    assert output.lines[1].endswith("called x")
+    assert any("ValueError: boom" in line for line in output.lines)
