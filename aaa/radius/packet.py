@@ -40,6 +40,8 @@ from typing import Any, TypeAlias
 from pyrad import packet as pyrad_packet
 from pyrad.dictionary import Dictionary
 
+from aaa.radius.attribute_encoder import AttributeEncoder
+
 __all__ = [
     "AttributeValue",
     "BadMessageAuthenticator",
@@ -244,7 +246,21 @@ def encode_request(
     return EncodedRequest(code, identifier, vector, header + vector + attributes)
 
 
+@functools.cache
+def _table_encoder() -> AttributeEncoder:
+    return AttributeEncoder(dictionary())
+
+
 def _encode_attributes(request: Request, identifier: int, secret: bytes, vector: bytes) -> bytes:
+    """The attribute octets of `request`: from our table when it can (the same bytes,
+    a fraction of the cost), else encoded by pyrad with our dictionary."""
+    fast = _table_encoder().encode(request.attributes, request.password, secret, vector)
+    if fast is not None:
+        return fast
+    return _pyrad_attributes(request, identifier, secret, vector)
+
+
+def _pyrad_attributes(request: Request, identifier: int, secret: bytes, vector: bytes) -> bytes:
     """The attribute octets of `request`, encoded by pyrad with our dictionary."""
     # pyrad hides User-Password and salts Tunnel-Password with `vector`; for requests
     # whose authenticator is computed (accounting), pyrad salts with zeros as FreeRADIUS.
