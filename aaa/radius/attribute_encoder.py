@@ -3,12 +3,13 @@
 A setup storm encodes an Access-Request per session and an Accounting-Request per
 record; through pyrad (a packet object, a dictionary lookup and a type dispatch per
 attribute, values through its bidirectional maps) that was a tenth of the reactor's
-time. `AttributeEncoder` reads our dictionary once into a table of the attributes it
-can encode itself: plain RFC attributes (no vendor, no TLV, no encryption other than
-User-Password's) of the types string, octets, integer (named values included), ipaddr
-and date, tagged or not (RFC 2868). For anything else, or a value it does not take
-as it is, it answers None and the caller asks pyrad, whose checks and messages then
-apply: the bytes are the same either way (a property test holds the two to it).
+time. `AttributeEncoder` holds a table of the attributes it can encode itself, which
+`aaa.radius.packet` (pyrad's one home) reads once from our dictionary: plain RFC
+attributes (no vendor, no TLV, no encryption other than User-Password's) of the types
+string, octets, integer (named values included), ipaddr and date, tagged or not (RFC
+2868). For anything else, or a value it does not take as it is, it answers None and
+the caller asks pyrad, whose checks and messages then apply: the bytes are the same
+either way (a property test holds the two to it).
 
 pyrad's rules that the bytes depend on, kept here:
 - attributes of one type are grouped at the place of the first (a pyrad packet is a
@@ -25,45 +26,34 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["AttributeEncoder"]
+__all__ = ["TABLE_TYPES", "AttributeEncoder", "AttributeSpec"]
 
 USER_NAME = 1
 USER_PASSWORD = 2
 MAX_VALUE = 253
-_TYPES = frozenset({"string", "octets", "integer", "ipaddr", "date"})
+TABLE_TYPES = frozenset({"string", "octets", "integer", "ipaddr", "date"})
 _U32 = struct.Struct("!I")
 
 
 @dataclass(frozen=True, slots=True)
-class _Spec:
+class AttributeSpec:
+    """One dictionary attribute the table encodes."""
+
+    name: str
     code: int
-    type: str
+    type: str  # one of TABLE_TYPES
     has_tag: bool
-    named: dict[str, bytes]  # named values (integer attributes), encoded
+    named: Mapping[str, bytes] = field(default_factory=dict)  # an integer's named values
 
 
 class AttributeEncoder:
     """Encodes (name, value) pairs, as pyrad would, or says it cannot (None)."""
 
-    def __init__(self, dictionary: Any) -> None:
-        self._specs: dict[str, _Spec] = {}
-        for name in dictionary.attributes:
-            attribute = dictionary.attributes[name]
-            if (
-                attribute.vendor
-                or attribute.is_sub_attribute
-                or attribute.type not in _TYPES
-                or attribute.encrypt not in (0, 1)
-                or (attribute.encrypt == 1 and attribute.code != USER_PASSWORD)
-                or (attribute.type != "integer" and attribute.values.forward)
-            ):
-                continue
-            named = dict(attribute.values.forward) if attribute.type == "integer" else {}
-            self._specs[name] = _Spec(attribute.code, attribute.type, attribute.has_tag, named)
+    def __init__(self, specs: Iterable[AttributeSpec]) -> None:
+        self._specs = {spec.name: spec for spec in specs if spec.type in TABLE_TYPES}
 
     def encode(
         self,
@@ -109,7 +99,7 @@ class AttributeEncoder:
         )
 
 
-def _value(spec: _Spec, value: object) -> bytes | None:
+def _value(spec: AttributeSpec, value: object) -> bytes | None:
     kind = spec.type
     if kind == "string":
         if isinstance(value, str):

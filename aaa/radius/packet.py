@@ -40,7 +40,7 @@ from typing import Any, TypeAlias
 from pyrad import packet as pyrad_packet
 from pyrad.dictionary import Dictionary
 
-from aaa.radius.attribute_encoder import AttributeEncoder
+from aaa.radius.attribute_encoder import TABLE_TYPES, AttributeEncoder, AttributeSpec
 
 __all__ = [
     "AttributeValue",
@@ -68,6 +68,7 @@ HEADER_LENGTH = 20
 AUTHENTICATOR_LENGTH = 16
 MAX_PACKET_LENGTH = 4096  # RFC 2865 section 3
 MESSAGE_AUTHENTICATOR = 80  # attribute type, RFC 2869 section 5.14
+USER_PASSWORD = 2  # attribute type, RFC 2865 section 5.2
 _ZERO_VECTOR = bytes(AUTHENTICATOR_LENGTH)
 # Attributes whose values never go into a repr (the password is kept apart anyway).
 _HIDDEN = frozenset({"User-Password", "CHAP-Password", "Tunnel-Password"})
@@ -248,7 +249,24 @@ def encode_request(
 
 @functools.cache
 def _table_encoder() -> AttributeEncoder:
-    return AttributeEncoder(dictionary())
+    """The attributes of our dictionary the table encodes as pyrad does (see
+    `aaa.radius.attribute_encoder`): plain ones, no vendor, no TLV, no encryption but
+    User-Password's, named values only on integers."""
+    specs = []
+    for name in dictionary().attributes:
+        attribute = dictionary().attributes[name]
+        named = attribute.values.forward
+        if (
+            attribute.vendor
+            or attribute.is_sub_attribute
+            or attribute.type not in TABLE_TYPES
+            or attribute.encrypt not in (0, 1)
+            or (attribute.encrypt == 1 and attribute.code != USER_PASSWORD)
+            or (attribute.type != "integer" and named)
+        ):
+            continue
+        specs.append(AttributeSpec(name, attribute.code, attribute.type, attribute.has_tag, named))
+    return AttributeEncoder(specs)
 
 
 def _encode_attributes(request: Request, identifier: int, secret: bytes, vector: bytes) -> bytes:
