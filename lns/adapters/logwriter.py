@@ -162,7 +162,7 @@ class RotatingFile:
 
 def plain_event_text(event: LogEvent) -> str | None:
     """What `eventAsText` makes of an event, for the plain ones (a format string of ours,
-    no failure, no ``{callable()}``), at a fifth of its cost: in a setup storm Twisted's
+    no failure, no ``{callable()}``), at a tenth of its cost: in a setup storm Twisted's
     formatter was a twentieth of the node's time. None for the others."""
     fmt = event.get("log_format")
     if type(fmt) is not str or "log_failure" in event or "log_flattened" in event:

@@ -250,7 +250,8 @@ def make_service(
     reactor = default_reactor(reactor)
     acct_session_ids = AcctSessionIds(config.lns.node_name, reactor.seconds())
     # The work a storm starts (calls and frames read, RADIUS answers, addresses from a
-    # commit), a slice per reactor turn: the L2TP socket is read again between slices.
+    # commit, accounting records to send), a slice per reactor turn: the L2TP socket is
+    # read again between slices.
     backlog = Backlog(reactor, WORK_SLICE)
     radius: RadiusAuthenticator | None = None
     radius_service: RadiusClientService | None = None
