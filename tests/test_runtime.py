@@ -11,6 +11,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from lns.runtime import GC_THRESHOLDS, Backlog, StopGrace, settle_garbage_collector
+from lns.testing.work_clock import WorkClock
 
 
 def test_the_stop_grace_is_one_budget_from_its_first_use() -> None:
@@ -46,17 +47,6 @@ def test_a_started_node_freezes_what_exists_and_collects_less_often() -> None:
     settle_garbage_collector()
     assert gc.get_threshold() == GC_THRESHOLDS
     assert gc.get_freeze_count() > 0  # the objects that exist by now are never scanned
-
-
-class WorkClock:
-    """A millisecond of work per reading."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        self.now += 0.001
-        return self.now
 
 
 def next_turn(clock: Clock) -> None:

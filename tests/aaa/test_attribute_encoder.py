@@ -4,6 +4,7 @@ request our attribute vocabulary can make, and leaves to pyrad what it does not 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,13 +48,18 @@ def values_for(name: str) -> st.SearchStrategy[object]:
 
 
 @st.composite
-def pairs(draw: st.DrawFn) -> tuple[tuple[str, object], ...]:
-    chosen = draw(st.lists(st.sampled_from(NAMES), max_size=12))
+def pairs(
+    draw: st.DrawFn,
+    names: list[str],
+    values: Callable[[str], st.SearchStrategy[object]],
+    max_tag: int,
+) -> tuple[tuple[str, object], ...]:
+    """Attributes of `names` with `values`, tagged ("Name:N", N up to `max_tag`) or not."""
     out = []
-    for name in chosen:
-        value = draw(values_for(name))
+    for name in draw(st.lists(st.sampled_from(names), max_size=12)):
+        value = draw(values(name))
         if _DICTIONARY.attributes[name].has_tag and draw(st.booleans()):
-            name = f"{name}:{draw(st.integers(min_value=0, max_value=40))}"
+            name = f"{name}:{draw(st.integers(min_value=0, max_value=max_tag))}"
         out.append((name, value))
     return tuple(out)
 
@@ -85,20 +91,11 @@ def usual_values_for(name: str) -> st.SearchStrategy[object]:
     return st.binary(max_size=252).filter(lambda b: not b.startswith(b"0x"))
 
 
-@st.composite
-def usual_pairs(draw: st.DrawFn) -> tuple[tuple[str, object], ...]:
-    chosen = draw(st.lists(st.sampled_from(TABLE_NAMES), max_size=12))
-    out = []
-    for name in chosen:
-        value = draw(usual_values_for(name))
-        if _DICTIONARY.attributes[name].has_tag and draw(st.booleans()):
-            name = f"{name}:{draw(st.integers(min_value=0, max_value=31))}"
-        out.append((name, value))
-    return tuple(out)
-
-
 @settings(max_examples=600, deadline=None)
-@given(attributes=usual_pairs(), password=st.one_of(st.none(), st.binary(max_size=128)))
+@given(
+    attributes=pairs(TABLE_NAMES, usual_values_for, max_tag=31),
+    password=st.one_of(st.none(), st.binary(max_size=128)),
+)
 def test_the_node_s_requests_come_from_the_table_with_pyrad_s_bytes(
     attributes: tuple[tuple[str, object], ...], password: bytes | None
 ) -> None:
@@ -117,7 +114,7 @@ def pyrad_or_error(request: Request) -> bytes | str:
 
 @settings(max_examples=600, deadline=None)
 @given(
-    attributes=pairs(),
+    attributes=pairs(NAMES, values_for, max_tag=40),
     password=st.one_of(st.none(), st.binary(max_size=130)),
     code=st.sampled_from([Code.ACCESS_REQUEST, Code.ACCOUNTING_REQUEST]),
 )

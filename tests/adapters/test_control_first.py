@@ -31,6 +31,7 @@ from lns.testing.lacsim.lac import (
     proxy_chap,
 )
 from lns.testing.memory_node import LNS_ADDRESS, MemoryNode, memory_config
+from lns.testing.work_clock import WorkClock
 
 LAC = ("192.0.2.10", 1701)
 
@@ -220,17 +221,6 @@ def test_beyond_max_setups_in_progress_an_icrq_gets_a_cdn_and_the_hello_an_ack()
     figures = metrics(node)
     assert figures["lns_session_setups_refused_total"] == 1
     assert figures["lns_session_setups_in_progress"] == 0
-
-
-class WorkClock:
-    """The clock the backlog measures its slices on: a millisecond per reading."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        self.now += 0.001
-        return self.now
 
 
 def test_on_a_busy_node_setups_wait_for_later_turns_and_a_hello_read_meanwhile_is_answered():
